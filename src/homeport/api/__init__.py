@@ -1,0 +1,1 @@
+"""HTTP: routes, auth, errors and SSE framing. Knows nothing about engines."""

@@ -1,0 +1,71 @@
+"""The ASGI app: routes, auth, errors, CORS and offline docs, over services built from settings."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from homeport import __version__
+from homeport.api.auth import require_api_key
+from homeport.api.errors import CatchAllMiddleware, install_error_handlers
+from homeport.api.routes import completions, health, internal, models
+from homeport.engines.base import TextEngine
+from homeport.services.container import Services
+from homeport.services.ids import now
+from homeport.settings import Settings
+
+
+def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await engine.start()
+        try:
+            yield
+        finally:
+            await engine.close()
+
+    app = FastAPI(
+        title="homeport",
+        version=__version__,
+        description="A private, fully offline drop-in replacement for the OpenAI API.",
+        lifespan=lifespan,
+        docs_url=None,  # served below from local files: the default page loads its assets from a CDN
+        redoc_url=None,
+    )
+    app.state.services = Services.build(settings, engine)
+    app.state.started_at = now()
+
+    install_error_handlers(app)
+    app.add_middleware(
+        CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
+    )
+    app.add_middleware(CatchAllMiddleware)
+
+    app.include_router(health.router)
+    protected = [Depends(require_api_key)]
+    for module in (models, completions, internal):
+        app.include_router(module.router, dependencies=protected)
+    _mount_docs(app)
+    return app
+
+
+def _mount_docs(app: FastAPI) -> None:
+    from swagger_ui_bundle import swagger_ui_path
+
+    app.mount("/docs/static", StaticFiles(directory=swagger_ui_path), name="docs-static")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="homeport API",
+            swagger_js_url="/docs/static/swagger-ui-bundle.js",
+            swagger_css_url="/docs/static/swagger-ui.css",
+            swagger_favicon_url="/docs/static/favicon-32x32.png",
+        )

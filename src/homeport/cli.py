@@ -1,0 +1,196 @@
+"""The `homeport` command line: parse flags, build Settings, check TLS files, start the server.
+
+Flag names follow the reference API. Every failure the user can cause ends as one line,
+`homeport: error: <what>`, on stderr: exit status 2 for a bad flag, 1 for any other start-up problem.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from homeport import __version__
+from homeport.errors import StartupError
+from homeport.settings import Settings, load_settings
+
+_COMMANDS = ("serve",)
+# Arguments that belong to the top-level parser; anything else implies `serve`.
+_TOP_LEVEL = ("-h", "--help", "--version")
+
+
+class _UsageError(Exception):
+    """A flag argparse rejected; carries argparse's one-line message."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # argparse would print the whole usage block and exit; we want one line and a return code.
+        raise _UsageError(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return the process exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        try:
+            namespace = build_parser().parse_args(_with_default_command(args))
+        except _UsageError as exc:
+            return _fail(str(exc), 2)
+        except SystemExit as exc:  # --help and --version exit through argparse
+            return exc.code if isinstance(exc.code, int) else 0
+        return _serve(namespace)
+    except KeyboardInterrupt:
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="homeport",
+        description="An offline OpenAI-compatible server.",
+        epilog="With no command, `serve` is assumed (`homeport --api-port 5001`); "
+        "`homeport serve --help` lists its flags.",
+        allow_abbrev=False,
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    serve = commands.add_parser(
+        "serve", help="run the API server (the default command)", allow_abbrev=False
+    )
+    _add_serve_flags(serve)
+    return parser
+
+
+def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    # Every default stays None so that only flags the user gave reach load_settings and override
+    # the settings file; the real defaults live on Settings.
+    net = parser.add_argument_group("network")
+    net.add_argument("--api-port", type=int, metavar="PORT", help="port to listen on (default 5000)")
+    net.add_argument(
+        "--listen",
+        action=argparse.BooleanOptionalAction,
+        help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1",
+    )
+    net.add_argument("--listen-host", metavar="HOST", help="address to bind; overrides --listen")
+    net.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY`")
+    net.add_argument("--admin-key", metavar="KEY", help="key for model management (default: --api-key)")
+    net.add_argument("--ssl-keyfile", type=Path, metavar="FILE", help="TLS private key (PEM)")
+    net.add_argument("--ssl-certfile", type=Path, metavar="FILE", help="TLS certificate (PEM)")
+    net.add_argument(
+        "--cors-origins",
+        type=_comma_list,
+        metavar="ORIGINS",
+        help="comma-separated allowed CORS origins (default *)",
+    )
+
+    model = parser.add_argument_group("model")
+    model.add_argument("--model", metavar="NAME", help="GGUF file path or name under --model-dir")
+    model.add_argument("--model-dir", type=Path, metavar="DIR", help="where models live")
+    model.add_argument("--user-data-dir", type=Path, metavar="DIR", help="user data (default user_data)")
+    model.add_argument("--ctx-size", type=int, metavar="N", help="context length; 0 = auto")
+    model.add_argument("--threads", type=int, metavar="N", help="CPU threads; 0 = auto")
+    model.add_argument(
+        "--n-gpu-layers",
+        "--gpu-layers",
+        dest="n_gpu_layers",
+        type=int,
+        metavar="N",
+        help="layers to offload to the GPU; -1 = all",
+    )
+    model.add_argument("--batch-size", type=int, metavar="N", help="prompt batch size (default 512)")
+    model.add_argument("--parallel", type=int, metavar="N", help="concurrent sequences (default 1)")
+
+    other = parser.add_argument_group("other")
+    other.add_argument("--settings", type=Path, metavar="FILE", help="settings YAML file")
+    other.add_argument(
+        "--debug", action=argparse.BooleanOptionalAction, help="log prompts and parameters"
+    )
+
+
+def check_tls_files(settings: Settings) -> None:
+    """Fail at start-up, naming the file, rather than on the first HTTPS handshake."""
+    cert, key = settings.ssl_certfile, settings.ssl_keyfile
+    if cert is None or key is None:
+        return
+    for label, path in (("certificate", cert), ("key", key)):
+        if not path.exists():
+            raise StartupError(f"TLS {label} file not found: {path}")
+        if not path.is_file():
+            raise StartupError(f"TLS {label} file is not a file: {path}")
+        try:
+            with path.open("rb"):
+                pass
+        except OSError as exc:
+            raise StartupError(f"TLS {label} file {path} is not readable: {exc.strerror}") from None
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: _encrypted_key(key))
+    except ssl.SSLError as exc:
+        raise StartupError(_tls_problem(cert, key, exc)) from None
+
+
+def _encrypted_key(key: Path) -> NoReturn:
+    # Without a callback OpenSSL would prompt on the terminal and hang a headless start.
+    raise StartupError(f"TLS key file {key} is encrypted; homeport needs an unencrypted key")
+
+
+def _tls_problem(cert: Path, key: Path, exc: ssl.SSLError) -> str:
+    # load_cert_chain's errors ("PEM lib") do not say which file is bad; find out.
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cafile=cert)
+    except ssl.SSLError:
+        return f"TLS certificate file {cert} does not hold a PEM certificate"
+    if exc.reason == "KEY_VALUES_MISMATCH":
+        return f"TLS key file {key} does not match certificate {cert}"
+    if exc.library == "SSL" and "PEM" in str(exc):
+        return f"TLS key file {key} does not hold a PEM private key"
+    return f"TLS certificate {cert} and key {key} could not be loaded: {exc.reason or exc}"
+
+
+def _serve(namespace: argparse.Namespace) -> int:
+    cli_values = {
+        name: value
+        for name, value in vars(namespace).items()
+        if name in Settings.model_fields and value is not None
+    }
+    try:
+        settings = load_settings(cli_values, os.environ, namespace.settings)
+    except StartupError as exc:
+        # A bad value given as a flag is a usage error, like one argparse catches itself.
+        return _fail(str(exc), 2 if getattr(exc, "origin", None) == "cli" else 1)
+    try:
+        check_tls_files(settings)
+        # Imported here so --help and flag errors never pay for the server's dependencies.
+        server = importlib.import_module("homeport.server")
+        status = server.serve(settings)
+    except StartupError as exc:
+        return _fail(str(exc), 1)
+    return status if isinstance(status, int) else 0
+
+
+def _with_default_command(args: list[str]) -> list[str]:
+    if args and (args[0] in _COMMANDS or args[0] in _TOP_LEVEL):
+        return args
+    return ["serve", *args]
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"homeport: error: {' '.join(message.split())}", file=sys.stderr)
+    return status
+

@@ -1,0 +1,111 @@
+"""A deterministic engine for fast tests of the layers above engines.
+
+Tokens are UTF-8 bytes (so multi-byte characters really split across tokens), plus BOS and EOS.
+It replays a scripted text, or makes up deterministic words from the prompt and seed; it can be
+told to fail at step N or to go slowly, so error frames and cancellation are testable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import AsyncIterator, Sequence
+
+from homeport.engines.base import GenerationRequest, GenerationStats, ModelInfo, TokenEvent
+from homeport.engines.text import IncrementalUtf8
+from homeport.errors import EngineError
+
+BOS_ID = 1
+EOS_ID = 2
+_BYTE_OFFSET = 3
+_WORDS = ("alpha", "beta", "gamma", "delta", "kappa", "omega", "sigma", "theta", "zeta", "lambda")
+
+
+class FakeEngine:
+    def __init__(
+        self,
+        *,
+        model_id: str = "fake-model",
+        context_length: int = 512,
+        script: str | None = None,
+        fail_at_step: int | None = None,
+        step_delay: float = 0.0,
+        chat_template: str | None = None,
+    ) -> None:
+        self.info = ModelInfo(
+            model_id=model_id,
+            context_length=context_length,
+            loader="fake",
+            chat_template=chat_template,
+            bos_token="<s>",
+            eos_token="</s>",
+        )
+        self.script = script
+        self.fail_at_step = fail_at_step
+        self.step_delay = step_delay
+        self._stats = GenerationStats()
+
+    @property
+    def vocab_size(self) -> int:
+        return 256 + _BYTE_OFFSET
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def stats(self) -> dict:
+        return self._stats.snapshot()
+
+    def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
+        if parse_special and text.startswith(self.info.bos_token):
+            add_special, text = True, text[len(self.info.bos_token):]
+        body = [b + _BYTE_OFFSET for b in text.encode("utf-8")]
+        return [BOS_ID, *body] if add_special else body
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return bytes(t - _BYTE_OFFSET for t in tokens if t >= _BYTE_OFFSET).decode("utf-8", errors="replace")
+
+    def _continuation(self, request: GenerationRequest) -> str:
+        if self.script is not None:
+            return self.script
+        seed = 0 if request.sampling.greedy else (request.sampling.seed or random.getrandbits(32))
+        rng = random.Random(hash((tuple(request.prompt_tokens), seed)))
+        return " " + " ".join(rng.choice(_WORDS) for _ in range(64))
+
+    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        tokens = [b + _BYTE_OFFSET for b in self._continuation(request).encode("utf-8")] + [EOS_ID]
+        banned = {t for t, bias in request.sampling.logit_bias.items() if bias <= -100}
+        decoder = IncrementalUtf8()
+        room = self.info.context_length - len(request.prompt_tokens)
+        limit = min(request.max_tokens, room)
+        produced = 0
+        self._stats.active += 1
+        outcome = "cancelled"
+        try:
+            for step, token in enumerate(t for t in tokens if t not in banned):
+                if self.fail_at_step is not None and step == self.fail_at_step:
+                    outcome = "failed"
+                    raise EngineError("the fake engine failed as it was told to")
+                if self.step_delay:
+                    await asyncio.sleep(self.step_delay)
+                else:
+                    await asyncio.sleep(0)
+                produced += 1
+                self._stats.tokens_generated += 1
+                if token == EOS_ID:
+                    outcome = "completed"
+                    yield TokenEvent(token_id=token, text=decoder.flush(), finish_reason="stop")
+                    return
+                text = decoder.push(bytes([token - _BYTE_OFFSET]))
+                if produced >= limit:
+                    outcome = "completed"
+                    yield TokenEvent(token_id=token, text=text + decoder.flush(), finish_reason="length")
+                    return
+                yield TokenEvent(token_id=token, text=text)
+        finally:
+            self._stats.active -= 1
+            setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)
+            if outcome == "cancelled":
+                self._stats.last_cancelled_tokens = produced

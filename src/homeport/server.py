@@ -1,0 +1,72 @@
+"""`homeport serve`: load the model, build the app, run uvicorn."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from homeport.errors import StartupError
+from homeport.settings import Settings
+
+
+def configure_logging(debug: bool) -> None:
+    """Operational messages only. No access log; prompts and outputs only under OPENEDAI_DEBUG."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("homeport")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    logging.getLogger("homeport.debug").setLevel(logging.INFO if debug else logging.WARNING)
+
+
+def serve(settings: Settings) -> int:
+    os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may reach a model hub, ever
+    os.environ["HF_DATASETS_OFFLINE"] = "1"
+    configure_logging(settings.debug)
+    log = logging.getLogger("homeport")
+
+    import uvicorn
+
+    from homeport.app import create_app
+    from homeport.engines.llama_cpp.engine import LlamaCppConfig, LlamaCppEngine
+    from homeport.model_paths import resolve_model
+
+    location = resolve_model(settings)
+    log.info("loading %s", location.path)
+    engine = LlamaCppEngine.load(
+        LlamaCppConfig(
+            path=location.path,
+            model_id=location.model_id,
+            ctx_size=settings.ctx_size,
+            threads=settings.threads,
+            n_gpu_layers=settings.n_gpu_layers,
+            batch_size=settings.batch_size,
+            parallel=settings.parallel,
+            verbose=settings.debug,
+        )
+    )
+    app = create_app(settings, engine)
+    scheme = "https" if settings.ssl_certfile else "http"
+    log.info(
+        "serving %s (context %d) on %s://%s:%d/v1",
+        engine.info.model_id, engine.info.context_length, scheme, settings.bind_host, settings.api_port,
+    )
+    config = uvicorn.Config(
+        app,
+        host=settings.bind_host,
+        port=settings.api_port,
+        access_log=False,
+        log_config=None,
+        log_level="warning",
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run()
+    except OSError as exc:  # e.g. the port is taken
+        raise StartupError(f"cannot listen on {settings.bind_host}:{settings.api_port}: {exc.strerror}") from None
+    return 0 if server.started else 1

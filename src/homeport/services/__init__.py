@@ -1,0 +1,1 @@
+"""Between the wire and the engines: prompts, sampling parameters, generation, responses, usage."""

@@ -1,0 +1,38 @@
+"""The services an app serves, built once from the settings and the loaded engine."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeport.engines.base import TextEngine
+from homeport.services.chat import ChatPromptBuilder, ChatService
+from homeport.services.completions import CompletionService
+from homeport.services.prompts.chat_templates import ChatTemplateLibrary, ChatTemplateRenderer
+from homeport.services.tokens import TokenService
+from homeport.settings import Settings
+
+USER_TEMPLATE_TABLE = "chat_templates.yaml"
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: TextEngine
+    completions: CompletionService
+    chat: ChatService
+    tokens: TokenService
+
+    @classmethod
+    def build(cls, settings: Settings, engine: TextEngine) -> Services:
+        library = ChatTemplateLibrary(settings.user_data_dir / USER_TEMPLATE_TABLE)
+        template = library.for_model(engine.info.model_id, engine.info.chat_template)
+        prompts = ChatPromptBuilder(
+            template, ChatTemplateRenderer(), bos_token=engine.info.bos_token, eos_token=engine.info.eos_token
+        )
+        return cls(
+            settings=settings,
+            engine=engine,
+            completions=CompletionService(engine, debug=settings.debug),
+            chat=ChatService(engine, prompts, debug=settings.debug),
+            tokens=TokenService(engine),
+        )

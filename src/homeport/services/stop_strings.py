@@ -1,0 +1,44 @@
+"""Stop strings cut the output where they begin, even when they arrive split across tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class StopMatcher:
+    """Feed text as it is generated; get back what is safe to emit.
+
+    Text that could be the beginning of a stop string is held back until the next push shows
+    whether it is one; nothing of a stop string ever leaks out.
+    """
+
+    def __init__(self, stops: Iterable[str]) -> None:
+        self._stops = tuple(dict.fromkeys(s for s in stops if s))
+        self._held = ""
+
+    def push(self, text: str) -> tuple[str, bool]:
+        """Returns (text safe to emit, whether a stop string was reached)."""
+        buffer = self._held + text
+        if not self._stops:
+            return buffer, False
+        hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
+        if hits:
+            self._held = ""
+            return buffer[: min(hits)], True
+        hold = max((self._partial_suffix(buffer, stop) for stop in self._stops), default=0)
+        cut = len(buffer) - hold
+        self._held = buffer[cut:]
+        return buffer[:cut], False
+
+    def flush(self) -> str:
+        """At the end of generation, held-back text was no stop string after all."""
+        held, self._held = self._held, ""
+        return held
+
+    @staticmethod
+    def _partial_suffix(buffer: str, stop: str) -> int:
+        """Length of the longest end of `buffer` that is a proper beginning of `stop`."""
+        for size in range(min(len(stop) - 1, len(buffer)), 0, -1):
+            if buffer.endswith(stop[:size]):
+                return size
+        return 0

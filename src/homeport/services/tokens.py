@@ -1,0 +1,35 @@
+"""The reference API's tokenizer endpoints and model facts (`/v1/internal/*`)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from homeport.engines.base import TextEngine
+from homeport.services.generation import check_token_ids
+
+
+class TokenService:
+    def __init__(self, engine: TextEngine) -> None:
+        self.engine = engine
+
+    async def encode(self, text: str) -> dict:
+        tokens = await asyncio.to_thread(self.engine.tokenize, text)
+        return {"tokens": tokens, "length": len(tokens)}
+
+    async def decode(self, tokens: list[int]) -> dict:
+        check_token_ids(self.engine, tokens, "tokens")
+        return {"text": await asyncio.to_thread(self.engine.detokenize, tokens)}
+
+    async def count(self, text: str) -> dict:
+        tokens = await asyncio.to_thread(self.engine.tokenize, text)
+        return {"length": len(tokens)}
+
+    def model_info(self) -> dict:
+        info = self.engine.info
+        return {
+            "model_name": info.model_id,
+            "lora_names": [],
+            "loader": info.loader,
+            "context_length": info.context_length,
+            "generation": self.engine.stats(),
+        }

@@ -1,0 +1,53 @@
+"""/v1/models and the reference API's /v1/internal endpoints."""
+
+from homeport.engines.fake import FakeEngine
+
+
+async def test_list_and_retrieve_models(make_client, spec):
+    client = make_client(FakeEngine(model_id="org/some-model"))
+    listing = (await client.http.get("/v1/models")).json()
+    spec.validate("ListModelsResponse", listing)
+    assert [m["id"] for m in listing["data"]] == ["org/some-model"]
+    model = await client.http.get("/v1/models/org/some-model")
+    assert model.status_code == 200
+    spec.validate("Model", model.json())
+    missing = await client.http.get("/v1/models/gpt-9")
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "model_not_found"
+    assert (await client.openai().models.retrieve("org/some-model")).id == "org/some-model"
+
+
+async def test_health(client):
+    for path in ("/health", "/v1/internal/health"):
+        assert (await client.http.get(path)).json() == {"status": "ok"}
+
+
+async def test_encode_decode_token_count_round_trip(client):
+    encoded = (await client.http.post("/v1/internal/encode", json={"text": "héllo"})).json()
+    assert encoded["length"] == len(encoded["tokens"]) == 7  # BOS + 6 UTF-8 bytes
+    decoded = (await client.http.post("/v1/internal/decode", json={"tokens": encoded["tokens"]})).json()
+    assert decoded == {"text": "héllo"}
+    count = (await client.http.post("/v1/internal/token-count", json={"text": "héllo"})).json()
+    assert count == {"length": 7}
+
+
+async def test_decode_rejects_unknown_token_ids(client):
+    response = await client.http.post("/v1/internal/decode", json={"tokens": [10**8]})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "tokens"
+
+
+async def test_model_info_has_reference_shape_and_counters(make_client):
+    client = make_client(FakeEngine(script="ab"))
+    await client.http.post("/v1/completions", json={"prompt": "x", "max_tokens": 5})
+    info = (await client.http.get("/v1/internal/model/info")).json()
+    assert info["model_name"] == "fake-model" and info["lora_names"] == [] and info["loader"] == "fake"
+    assert info["generation"]["completed"] == 1 and info["generation"]["tokens_generated"] == 3
+
+
+async def test_docs_are_served_from_local_files(client):
+    page = await client.http.get("/docs")
+    assert page.status_code == 200
+    assert "cdn" not in page.text.lower() and "http://" not in page.text and "https://" not in page.text
+    assert (await client.http.get("/docs/static/swagger-ui-bundle.js")).status_code == 200
+    schema = (await client.http.get("/openapi.json")).json()
+    assert "/v1/chat/completions" in schema["paths"]
