@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 
 from homeport.errors import StartupError
@@ -34,6 +35,8 @@ def serve(settings: Settings) -> int:
     from homeport.model_paths import resolve_model
 
     location = resolve_model(settings)
+    # Bind before the slow model load, so a taken port fails at once and clearly.
+    listener = bind_listener(settings.bind_host, settings.api_port)
     log.info("loading %s", location.path)
     engine = LlamaCppEngine.load(
         LlamaCppConfig(
@@ -65,8 +68,18 @@ def serve(settings: Settings) -> int:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
-    try:
-        server.run()
-    except OSError as exc:  # e.g. the port is taken
-        raise StartupError(f"cannot listen on {settings.bind_host}:{settings.api_port}: {exc.strerror}") from None
+    server.run(sockets=[listener])
     return 0 if server.started else 1
+
+
+def bind_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+    except OSError as exc:
+        listener.close()
+        raise StartupError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    listener.set_inheritable(True)
+    return listener
