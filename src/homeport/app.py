@@ -51,6 +51,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
     protected = [Depends(require_api_key)]
     for module in (models, completions, internal):
         app.include_router(module.router, dependencies=protected)
+    app.include_router(internal.admin_router)
     _mount_docs(app)
     return app
 

@@ -47,3 +47,10 @@ def _find(name: str, model_dir: Path) -> Path:
             if len(ggufs) == 1:
                 return ggufs[0]
     raise StartupError(f"model not found: {name} (looked for a file, and in {model_dir})")
+
+
+def available_models(model_dir: Path) -> list[str]:
+    """Names `--model` accepts from the model dir: GGUF files (without the suffix), sorted."""
+    if not model_dir.is_dir():
+        return []
+    return sorted(path.stem for path in model_dir.rglob("*.gguf") if path.is_file())

@@ -34,5 +34,5 @@ class Services:
             engine=engine,
             completions=CompletionService(engine, debug=settings.debug),
             chat=ChatService(engine, prompts, debug=settings.debug),
-            tokens=TokenService(engine),
+            tokens=TokenService(engine, settings.model_dir),
         )

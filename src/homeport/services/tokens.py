@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 
+from pathlib import Path
+
 from homeport.engines.base import TextEngine
+from homeport.model_paths import available_models
 from homeport.services.generation import check_token_ids
 
 
 class TokenService:
-    def __init__(self, engine: TextEngine) -> None:
+    def __init__(self, engine: TextEngine, model_dir: Path) -> None:
         self.engine = engine
+        self.model_dir = model_dir
 
     async def encode(self, text: str) -> dict:
         tokens = await asyncio.to_thread(self.engine.tokenize, text)
@@ -33,3 +37,8 @@ class TokenService:
             "context_length": info.context_length,
             "generation": self.engine.stats(),
         }
+
+    async def model_list(self) -> dict:
+        on_disk = await asyncio.to_thread(available_models, self.model_dir)
+        loaded = self.engine.info.model_id
+        return {"model_names": [loaded, *(name for name in on_disk if name != loaded)]}

@@ -51,3 +51,23 @@ async def test_docs_are_served_from_local_files(client):
     assert (await client.http.get("/docs/static/swagger-ui-bundle.js")).status_code == 200
     schema = (await client.http.get("/openapi.json")).json()
     assert "/v1/chat/completions" in schema["paths"]
+
+
+async def test_model_list_needs_the_admin_key_and_lists_the_model_dir(make_client, tmp_path):
+    models = tmp_path / "models"
+    (models / "sub").mkdir(parents=True)
+    (models / "b-model.gguf").write_bytes(b"")
+    (models / "sub" / "a-model.gguf").write_bytes(b"")
+    (models / "notes.txt").write_text("x")
+    client = make_client(model_dir=models, api_key="user-key", admin_key="admin-key")
+    user = {"Authorization": "Bearer user-key"}
+    admin = {"Authorization": "Bearer admin-key"}
+    assert (await client.http.get("/v1/internal/model/list", headers=user)).status_code == 401
+    listing = (await client.http.get("/v1/internal/model/list", headers=admin)).json()
+    assert listing == {"model_names": ["fake-model", "a-model", "b-model"]}
+
+
+async def test_admin_key_defaults_to_the_api_key(make_client):
+    client = make_client(api_key="only-key")
+    response = await client.http.get("/v1/internal/model/list", headers={"Authorization": "Bearer only-key"})
+    assert response.status_code == 200

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 
+from homeport.api.auth import require_admin_key
 from homeport.api.routes.deps import services
 from homeport.schemas.internal import DecodeRequest, EncodeRequest
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])
+# Model management takes the admin key instead of the API key, as in the reference API.
+admin_router = APIRouter(prefix="/v1/internal", tags=["internal"], dependencies=[Depends(require_admin_key)])
 
 
 @router.post("/encode", summary="Text → token ids")
@@ -28,3 +31,8 @@ async def token_count(body: EncodeRequest, request: Request) -> dict:
 @router.get("/model/info", summary="The loaded model, and counters of its generations")
 async def model_info(request: Request) -> dict:
     return services(request).tokens.model_info()
+
+
+@admin_router.get("/model/list", summary="Models: the loaded one first, then GGUF files in the model dir (admin key)")
+async def model_list(request: Request) -> dict:
+    return await services(request).tokens.model_list()
