@@ -107,8 +107,10 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="layers to offload to the GPU; -1 = all",
     )
-    model.add_argument("--batch-size", type=int, metavar="N", help="prompt batch size (default 512)")
-    model.add_argument("--parallel", type=int, metavar="N", help="concurrent sequences (default 1)")
+    model.add_argument("--batch-size", type=int, metavar="N", help="prompt tokens per step (default 512)")
+    model.add_argument("--ubatch-size", type=int, metavar="N", help="tokens per compute pass (default 512)")
+    model.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default 8)")
+    model.add_argument("--max-queue", type=int, metavar="N", help="requests waiting for a slot before 503 (default 256)")
 
     other = parser.add_argument_group("other")
     other.add_argument("--settings", type=Path, metavar="FILE", help="settings YAML file")

@@ -46,6 +46,7 @@ def serve(settings: Settings) -> int:
             threads=settings.threads,
             n_gpu_layers=settings.n_gpu_layers,
             batch_size=settings.batch_size,
+            ubatch_size=settings.ubatch_size,
             parallel=settings.parallel,
             verbose=settings.debug,
         )

@@ -52,13 +52,16 @@ class Settings(BaseModel):
     ctx_size: int = Field(0, ge=0)  # 0 = auto
     threads: int = Field(0, ge=0)  # 0 = auto
     n_gpu_layers: int = Field(0, ge=-1)  # -1 = all
-    batch_size: int = Field(512, ge=1)
-    parallel: int = Field(1, ge=1)
+    batch_size: int = Field(512, ge=1)  # prompt tokens decoded per step
+    ubatch_size: int = Field(512, ge=1)  # tokens per llama.cpp compute pass
+    parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
+    max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
     cors_origins: tuple[str, ...] = ("*",)
     debug: bool = False
 
     @field_validator(
-        "api_port", "ctx_size", "threads", "n_gpu_layers", "batch_size", "parallel", mode="before"
+        "api_port", "ctx_size", "threads", "n_gpu_layers", "batch_size", "ubatch_size", "parallel", "max_queue",
+        mode="before",
     )
     @classmethod
     def _reject_bool(cls, value: Any) -> Any:

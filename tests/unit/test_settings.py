@@ -43,7 +43,7 @@ def test_defaults(workdir: Path) -> None:
     assert settings.model_dir == Path("user_data/models")
     assert settings.user_data_dir == Path("user_data")
     assert (settings.ctx_size, settings.threads, settings.n_gpu_layers) == (0, 0, 0)
-    assert (settings.batch_size, settings.parallel) == (512, 1)
+    assert (settings.batch_size, settings.ubatch_size, settings.parallel, settings.max_queue) == (512, 512, 8, 256)
     assert settings.cors_origins == ("*",)
     assert settings.debug is False
 

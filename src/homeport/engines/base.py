@@ -49,6 +49,7 @@ class TokenEvent:
     token_id: int
     text: str
     finish_reason: FinishReason | None = None
+    cached_tokens: int = 0  # on the first event: prompt tokens served from the prefix cache
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,10 @@ class TextEngine(Protocol):
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
 
     def stats(self) -> dict: ...
+
+    def queue_depth(self) -> int: ...  # generations submitted and still waiting for a slot
+
+    def stop(self, request_id: str | None = None) -> int: ...  # finish generations cleanly; how many
 
     async def start(self) -> None: ...
 

@@ -44,6 +44,8 @@ class FakeEngine:
         self.fail_at_step = fail_at_step
         self.step_delay = step_delay
         self._stats = GenerationStats()
+        self._stop_requests: set[str | None] = set()
+        self.queued = 0  # tests set this to simulate a backlog
 
     @property
     def vocab_size(self) -> int:
@@ -56,7 +58,14 @@ class FakeEngine:
         return None
 
     def stats(self) -> dict:
-        return self._stats.snapshot()
+        return {**self._stats.snapshot(), "queued": self.queue_depth()}
+
+    def queue_depth(self) -> int:
+        return self.queued
+
+    def stop(self, request_id: str | None = None) -> int:
+        self._stop_requests.add(request_id)
+        return self._stats.active
 
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         if parse_special and text.startswith(self.info.bos_token):
@@ -92,6 +101,11 @@ class FakeEngine:
                     await asyncio.sleep(self.step_delay)
                 else:
                     await asyncio.sleep(0)
+                if self._stop_requests & {None, request.request_id}:
+                    self._stop_requests.clear()
+                    outcome = "completed"
+                    yield TokenEvent(token_id=-1, text=decoder.flush(), finish_reason="stop")
+                    return
                 produced += 1
                 self._stats.tokens_generated += 1
                 if token == EOS_ID:

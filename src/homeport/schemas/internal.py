@@ -15,3 +15,7 @@ class EncodeRequest(WireModel):
 
 class DecodeRequest(WireModel):
     tokens: list[Annotated[int, Field(ge=0)]]
+
+
+class StopGenerationRequest(WireModel):
+    id: str | None = None  # a response id (chatcmpl-…, cmpl-…); none: stop everything

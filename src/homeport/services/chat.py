@@ -57,13 +57,17 @@ def _normalize(index: int, message: ChatMessage) -> dict:
 
 
 class ChatService:
-    def __init__(self, engine: TextEngine, prompts: ChatPromptBuilder, *, debug: bool = False) -> None:
+    def __init__(
+        self, engine: TextEngine, prompts: ChatPromptBuilder, *, debug: bool = False, max_queue: int = 256
+    ) -> None:
         self.engine = engine
         self.prompts = prompts
         self.debug = debug
+        self.max_queue = max_queue
 
     async def create(self, request: ChatCompletionRequest) -> dict | AsyncIterator[dict]:
         _refuse_unsupported(request)
+        generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
         prompt = self.prompts.build(request.messages)
         if self.debug:

@@ -14,14 +14,16 @@ from homeport.services.ids import new_id, now
 
 
 class CompletionService:
-    def __init__(self, engine: TextEngine, *, debug: bool = False) -> None:
+    def __init__(self, engine: TextEngine, *, debug: bool = False, max_queue: int = 256) -> None:
         self.engine = engine
         self.debug = debug
+        self.max_queue = max_queue
 
     async def create(self, request: CompletionRequest) -> dict | AsyncIterator[dict]:
         """Validates everything first (errors are plain 4xx responses), then returns the whole
         response, or for `stream` an iterator of chunks."""
         _refuse_unsupported(request)
+        generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("cmpl")
         prepared = [await self._prepare(request, prompt, response_id) for prompt in request.prompts()]
         if request.stream:

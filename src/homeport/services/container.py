@@ -8,7 +8,7 @@ from homeport.engines.base import TextEngine
 from homeport.services.chat import ChatPromptBuilder, ChatService
 from homeport.services.completions import CompletionService
 from homeport.services.prompts.chat_templates import ChatTemplateLibrary, ChatTemplateRenderer
-from homeport.services.tokens import TokenService
+from homeport.services.internal import InternalService
 from homeport.settings import Settings
 
 USER_TEMPLATE_TABLE = "chat_templates.yaml"
@@ -20,7 +20,7 @@ class Services:
     engine: TextEngine
     completions: CompletionService
     chat: ChatService
-    tokens: TokenService
+    internal: InternalService
 
     @classmethod
     def build(cls, settings: Settings, engine: TextEngine) -> Services:
@@ -32,7 +32,7 @@ class Services:
         return cls(
             settings=settings,
             engine=engine,
-            completions=CompletionService(engine, debug=settings.debug),
-            chat=ChatService(engine, prompts, debug=settings.debug),
-            tokens=TokenService(engine, settings.model_dir),
+            completions=CompletionService(engine, debug=settings.debug, max_queue=settings.max_queue),
+            chat=ChatService(engine, prompts, debug=settings.debug, max_queue=settings.max_queue),
+            internal=InternalService(engine, settings.model_dir),
         )

@@ -13,7 +13,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 
 from homeport.engines.base import GenerationRequest, SamplingParams, TextEngine
-from homeport.errors import ContextLengthExceededError, InvalidRequestError, UnsupportedParameterError
+from homeport.errors import (
+    ContextLengthExceededError,
+    InvalidRequestError,
+    ServiceUnavailableError,
+    UnsupportedParameterError,
+)
 from homeport.schemas.common import SamplingFields
 from homeport.services.stop_strings import StopMatcher
 
@@ -24,16 +29,14 @@ debug_log = logging.getLogger("homeport.debug")
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
-
-    def add(self, other: Usage) -> None:
-        self.prompt_tokens += other.prompt_tokens
-        self.completion_tokens += other.completion_tokens
+    cached_tokens: int = 0  # prompt tokens whose KV came from the prefix cache
 
     def to_dict(self) -> dict:
         return {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.prompt_tokens + self.completion_tokens,
+            "prompt_tokens_details": {"cached_tokens": self.cached_tokens},
         }
 
 
@@ -116,6 +119,16 @@ def check_token_ids(engine: TextEngine, tokens: Sequence[int], param: str) -> No
         )
 
 
+def check_capacity(engine: TextEngine, max_queue: int) -> None:
+    """Past the bounded queue, a clear 503 the client can retry, before any stream starts."""
+    if engine.queue_depth() >= max_queue:
+        raise ServiceUnavailableError(
+            f"The server is busy: {max_queue} requests are already waiting. Retry shortly.",
+            code="server_busy",
+            headers={"Retry-After": "1"},
+        )
+
+
 def prepare(
     engine: TextEngine,
     fields: SamplingFields,
@@ -148,7 +161,9 @@ async def run(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) ->
     matcher = StopMatcher(prepared.stops)
     async with aclosing(engine.generate(prepared.request)) as events:
         async for event in events:
-            usage.completion_tokens += 1
+            usage.cached_tokens += event.cached_tokens
+            if event.token_id >= 0:  # -1: a stop requested from outside, no token sampled
+                usage.completion_tokens += 1
             text, stopped = matcher.push(event.text)
             if stopped:
                 yield TextDelta(text, "stop")

@@ -16,7 +16,9 @@ async def test_completion_body_matches_spec_and_counts_tokens(make_client, spec)
     assert body["choices"][0]["text"] == "Paris is lovely."
     assert body["choices"][0]["finish_reason"] == "stop"
     # fake tokens are bytes: "Hi" + BOS = 3; the output's 16 bytes + EOS = 17
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 17, "total_tokens": 20}
+    assert body["usage"] == {
+        "prompt_tokens": 3, "completion_tokens": 17, "total_tokens": 20, "prompt_tokens_details": {"cached_tokens": 0}
+    }
 
 
 async def test_max_tokens_gives_length(client):
@@ -70,7 +72,10 @@ async def test_stream_include_usage_adds_a_final_usage_chunk(make_client, spec):
     assert done
     *text_chunks, last = chunks
     assert all(c["usage"] is None for c in text_chunks)
-    assert last["choices"] == [] and last["usage"] == {"prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6}
+    assert last["choices"] == []
+    assert last["usage"] == {
+        "prompt_tokens": 2, "completion_tokens": 4, "total_tokens": 6, "prompt_tokens_details": {"cached_tokens": 0}
+    }
     for chunk in chunks:
         spec.validate("CreateCompletionChunk", chunk)
 

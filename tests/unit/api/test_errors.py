@@ -148,3 +148,15 @@ async def test_template_raise_exception_is_a_400(make_client, spec):
     response = await client.http.post(CHAT, json={"messages": [{"role": "assistant", "content": "hi"}]})
     error = assert_error(response, 400, spec)
     assert "first message must be from the user" in error["message"]
+
+
+async def test_past_the_bounded_queue_is_503_with_retry_after(make_client, spec):
+    engine = FakeEngine()
+    client = make_client(engine, max_queue=4)
+    engine.queued = 4
+    response = await client.http.post(CHAT, json={"messages": USER, "stream": True})
+    assert response.headers.get("retry-after") == "1"
+    assert not response.headers["content-type"].startswith("text/event-stream")
+    assert_error(response, 503, spec, code="server_busy", type_="server_error")
+    engine.queued = 3
+    assert (await client.http.post(CHAT, json={"messages": USER, "max_tokens": 2})).status_code == 200

@@ -71,3 +71,25 @@ async def test_admin_key_defaults_to_the_api_key(make_client):
     client = make_client(api_key="only-key")
     response = await client.http.get("/v1/internal/model/list", headers={"Authorization": "Bearer only-key"})
     assert response.status_code == 200
+
+
+async def test_stop_generation_ends_a_running_stream_cleanly(make_client):
+    import asyncio
+
+    from support.sse import parse_sse
+
+    engine = FakeEngine(script="x" * 500, step_delay=0.01)
+    client = make_client(engine)
+
+    async def stream():
+        response = await client.http.post("/v1/completions", json={"prompt": "p", "stream": True, "max_tokens": 500})
+        return parse_sse(response.text)
+
+    task = asyncio.create_task(stream())
+    while engine.stats()["active"] == 0:
+        await asyncio.sleep(0.005)
+    assert (await client.http.post("/v1/internal/stop-generation")).json() == "OK"
+    chunks, done = await task
+    assert done
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert len("".join(c["choices"][0]["text"] for c in chunks)) < 500

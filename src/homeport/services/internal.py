@@ -1,4 +1,4 @@
-"""The reference API's tokenizer endpoints and model facts (`/v1/internal/*`)."""
+"""The reference API's `/v1/internal/*`: tokenizer, model facts, stopping generations."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from homeport.model_paths import available_models
 from homeport.services.generation import check_token_ids
 
 
-class TokenService:
+class InternalService:
     def __init__(self, engine: TextEngine, model_dir: Path) -> None:
         self.engine = engine
         self.model_dir = model_dir
@@ -42,3 +42,6 @@ class TokenService:
         on_disk = await asyncio.to_thread(available_models, self.model_dir)
         loaded = self.engine.info.model_id
         return {"model_names": [loaded, *(name for name in on_disk if name != loaded)]}
+
+    def stop_generation(self, response_id: str | None) -> None:
+        self.engine.stop(response_id)

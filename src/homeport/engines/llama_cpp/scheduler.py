@@ -1,0 +1,266 @@
+"""Continuous batching over llama.cpp's multi-sequence batch API, run by the engine's thread.
+
+Each step builds one `llama_batch`: the next token of every decoding sequence, plus one
+position-aligned prompt chunk of each sequence still prefilling, then calls `llama_decode` once.
+A request joins at the next step; a finished or cancelled one frees its slot at once.
+
+Prefix cache: a slot keeps the tokens whose KV it holds after its request ends. A new request
+takes the free slot sharing the longest prefix with its prompt, and only the rest is prefilled.
+Prompts are always prefilled in chunks that start at multiples of `chunk`, and reuse is cut back
+to such a boundary, so a cache hit decodes exactly the chunks a fresh run would: the same request
+gives the same greedy output whether or not its prefix was cached.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import llama_cpp
+from llama_cpp import _internals
+
+from homeport.engines.base import GenerationRequest, GenerationStats, TokenEvent
+from homeport.engines.text import IncrementalUtf8
+from homeport.errors import EngineError
+
+log = logging.getLogger(__name__)
+
+STOP_THREAD = object()  # put in the inbox to end the thread
+
+
+@dataclass(eq=False)
+class Job:
+    """One generation as the engine thread sees it. The loop sets `cancelled` (the client is gone:
+    drop it) or `stop_requested` (stop-generation: finish it cleanly with what it has)."""
+
+    request: GenerationRequest
+    loop: asyncio.AbstractEventLoop
+    events: asyncio.Queue
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    stop_requested: threading.Event = field(default_factory=threading.Event)
+    slot: Slot | None = None
+    prefilled: int = 0  # prompt tokens whose KV is in the cache
+    cached: int = 0  # of those, how many came from the prefix cache
+    produced: int = 0
+    pending_token: int = -1  # sampled, to be decoded at the next step
+    sampler: _internals.LlamaSampler | None = None
+    decoder: IncrementalUtf8 = field(default_factory=IncrementalUtf8)
+
+    def send(self, item: object) -> None:
+        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled == len(self.request.prompt_tokens)
+
+
+@dataclass(eq=False)
+class Slot:
+    seq_id: int
+    tokens: list[int] = field(default_factory=list)  # what this slot's KV cells hold, in order
+    last_used: int = 0
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class Scheduler:
+    def __init__(
+        self,
+        ctx: _internals.LlamaContext,
+        vocab: llama_cpp.llama_vocab_p,
+        *,
+        n_slots: int,
+        n_batch: int,
+        chunk: int,
+        context_length: int,
+        build_sampler: Callable[[GenerationRequest], _internals.LlamaSampler],
+        piece: Callable[[int], bytes],
+        stats: GenerationStats,
+    ) -> None:
+        self._ctx = ctx
+        self._vocab = vocab
+        self._memory = ctx.memory
+        self._n_batch = n_batch
+        self._chunk = chunk
+        self._context_length = context_length
+        self._build_sampler = build_sampler
+        self._piece = piece
+        self._stats = stats
+        self._batch = llama_cpp.llama_batch_init(n_batch + n_slots, 0, 1)
+        self._slots = [Slot(seq_id=i) for i in range(n_slots)]
+        self._free = list(self._slots)
+        self._clock = itertools.count(1)
+        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    def close(self) -> None:
+        llama_cpp.llama_batch_free(self._batch)
+
+    # ---- engine thread ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        running: list[Job] = []
+        waiting: list[Job] = []
+        while True:
+            # Block only when there is nothing to decode; otherwise just drain the inbox.
+            block = not running and not waiting
+            try:
+                while True:
+                    item = self.inbox.get(block=block)
+                    block = False
+                    if item is None:  # a wake-up call: look at the flags again
+                        continue
+                    if item is STOP_THREAD:
+                        for seq in running + waiting:
+                            seq.send(EngineError("the model was unloaded"))
+                        return
+                    waiting.append(item)
+            except queue.Empty:
+                pass
+            for seq in [s for s in waiting if s.cancelled.is_set() or s.stop_requested.is_set()]:
+                waiting.remove(seq)
+                if seq.stop_requested.is_set() and not seq.cancelled.is_set():
+                    seq.send(TokenEvent(token_id=-1, text="", finish_reason="stop"))
+                    self._stats.completed += 1
+                else:
+                    self._count_cancelled(0)
+            while waiting and self._free:
+                seq = waiting.pop(0)
+                try:
+                    self._admit(seq)
+                except Exception as exc:  # a sampler that cannot be built fails this request only
+                    log.error("cannot start a generation: %s", type(exc).__name__)
+                    seq.send(EngineError("cannot start generation with these sampling parameters"))
+                    self._free_slot(seq)
+                    self._stats.failed += 1
+                    continue
+                running.append(seq)
+                self._stats.active += 1
+            for seq in list(running):
+                if seq.cancelled.is_set():
+                    self._finish(seq, running, "cancelled")
+                elif seq.stop_requested.is_set():
+                    seq.send(TokenEvent(token_id=-1, text=seq.decoder.flush(), finish_reason="stop"))
+                    self._finish(seq, running, "completed")
+            if running:
+                try:
+                    self._step(running)
+                except Exception as exc:  # never let the thread die silently: fail the batch instead
+                    log.error("llama.cpp engine step failed: %s", type(exc).__name__)
+                    for seq in list(running):
+                        seq.send(EngineError("internal engine error"))
+                        self._finish(seq, running, "failed", keep_cache=False)
+
+    def _admit(self, seq: Job) -> None:
+        prompt = seq.request.prompt_tokens
+        # The free slot whose cache shares the longest prefix; among equals, the least recently used.
+        slot = max(self._free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
+        self._free.remove(slot)
+        seq.slot = slot
+        shared = common_prefix(slot.tokens, prompt)
+        # Keep whole aligned chunks only, and always leave the last prompt token to decode (its
+        # logits give the first sampled token).
+        reuse = (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+        del slot.tokens[reuse:]
+        seq.prefilled = seq.cached = reuse
+        seq.sampler = self._build_sampler(seq.request)
+
+    def _free_slot(self, seq: Job) -> None:
+        if seq.slot is not None:
+            seq.slot.last_used = next(self._clock)
+            self._free.append(seq.slot)
+            seq.slot = None
+
+    def _finish(self, seq: Job, running: list[Job], outcome: str, *, keep_cache: bool = True) -> None:
+        running.remove(seq)
+        if seq.slot is not None and not keep_cache:
+            llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, -1, -1)
+            seq.slot.tokens.clear()
+        self._free_slot(seq)
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
+        self._stats.active -= 1
+        if outcome == "cancelled":
+            self._count_cancelled(seq.produced)
+        else:
+            setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)
+
+    def _count_cancelled(self, produced: int) -> None:
+        self._stats.cancelled += 1
+        self._stats.last_cancelled_tokens = produced
+
+    def _step(self, running: list[Job]) -> None:
+        n = 0
+        prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence)
+        sample_at: list[tuple[Job, int]] = []
+        for seq in running:
+            if seq.decoding:
+                slot = seq.slot
+                self._add(n, seq.pending_token, len(slot.tokens), slot.seq_id, True)
+                slot.tokens.append(seq.pending_token)
+                sample_at.append((seq, n))
+                n += 1
+        for seq in running:
+            if seq.decoding:
+                continue
+            prompt = seq.request.prompt_tokens
+            start = seq.prefilled
+            end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
+            if prefill + (end - start) > self._n_batch:
+                continue  # this step is full; the chunk goes whole into a later one
+            prefill += end - start
+            for pos in range(start, end):
+                self._add(n, prompt[pos], pos, seq.slot.seq_id, pos == len(prompt) - 1)
+                n += 1
+            seq.slot.tokens.extend(prompt[start:end])
+            seq.prefilled = end
+            if seq.decoding:
+                sample_at.append((seq, n - 1))
+        if n == 0:
+            return
+        self._batch.n_tokens = n
+        rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
+        if rc != 0:
+            raise EngineError(f"llama_decode failed ({rc})")
+        for seq, index in sample_at:
+            if seq.cancelled.is_set():
+                continue
+            token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, index)
+            event = self._advance(seq, token)
+            seq.send(event)
+            if event.finish_reason is not None:
+                self._finish(seq, running, "completed")
+
+    def _advance(self, seq: Job, token: int) -> TokenEvent:
+        seq.produced += 1
+        self._stats.tokens_generated += 1
+        cached = seq.cached if seq.produced == 1 else 0
+        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+            return TokenEvent(token_id=token, text=seq.decoder.flush(), finish_reason="stop", cached_tokens=cached)
+        text = seq.decoder.push(self._piece(token))
+        seq.pending_token = token
+        used = len(seq.request.prompt_tokens) + seq.produced
+        if seq.produced >= seq.request.max_tokens or used >= self._context_length:
+            return TokenEvent(token_id=token, text=text + seq.decoder.flush(), finish_reason="length", cached_tokens=cached)
+        return TokenEvent(token_id=token, text=text, cached_tokens=cached)
+
+    def _add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+        batch = self._batch
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq_id
+        batch.logits[i] = logits

@@ -1,0 +1,176 @@
+"""Many clients at once: continuous batching, prefix cache, queueing, stop-generation, soak."""
+
+from __future__ import annotations
+
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from support.server import API_KEY, start_server, stop_server
+from support.sse import parse_sse
+
+
+def counting(start: int) -> str:
+    return ", ".join(str(start + i) for i in range(8)) + ","
+
+
+def complete(server, payload: dict) -> dict:
+    with server.http() as http:
+        return http.post("/v1/completions", json=payload).json()
+
+
+def test_eight_concurrent_greedy_requests_each_continue_their_own_prompt(server):
+    starts = [3, 20, 150, 400, 1000, 2500, 7000, 31000]
+    payloads = [{"prompt": counting(s), "max_tokens": 16, "temperature": 0} for s in starts]
+    with ThreadPoolExecutor(len(payloads)) as pool:
+        bodies = list(pool.map(lambda p: complete(server, p), payloads))
+    for start, body in zip(starts, bodies):
+        text = body["choices"][0]["text"]
+        assert text.startswith(f" {start + 8}, {start + 9}"), (start, text)
+
+
+def test_same_request_twice_same_greedy_output_and_the_second_hits_the_prefix_cache(server):
+    history = " ".join(f"Line {i}: the quick brown fox jumps over the lazy dog." for i in range(40))
+    payload = {"prompt": history + "\nLine 40:", "max_tokens": 24, "temperature": 0}
+    first = complete(server, payload)
+    second = complete(server, payload)
+    assert second["choices"][0]["text"] == first["choices"][0]["text"]
+    cached = second["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert cached > 0.8 * second["usage"]["prompt_tokens"]
+    assert cached < second["usage"]["prompt_tokens"]  # the last prompt token is always decoded
+
+
+def test_a_shared_chat_history_is_reused_on_the_next_turn(server):
+    messages = [{"role": "user", "content": "Tell me about ports. " * 60}]
+    with server.http() as http:
+        first = http.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8, "temperature": 0}).json()
+        messages += [
+            {"role": "assistant", "content": first["choices"][0]["message"]["content"]},
+            {"role": "user", "content": "And harbours?"},
+        ]
+        second = http.post("/v1/chat/completions", json={"messages": messages, "max_tokens": 8}).json()
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 256
+
+
+def test_stop_generation_by_response_id_stops_only_that_stream(server):
+    long_run = {"prompt": counting(1), "max_tokens": 600, "temperature": 0, "logit_bias": {"1": -100}, "stream": True}
+    results: dict[str, tuple[list[dict], bool]] = {}
+    first_id: list[str] = []
+    started = threading.Event()
+
+    def stream(name: str) -> None:
+        with server.http() as http:
+            with http.stream("POST", "/v1/completions", json=long_run) as response:
+                body = ""
+                for line in response.iter_lines():
+                    body += line + "\n\n"
+                    if name == "target" and line.startswith("data: {") and not first_id:
+                        first_id.append(parse_sse(line + "\n\n")[0][0]["id"])
+                        started.set()
+        results[name] = parse_sse(body)
+
+    threads = [threading.Thread(target=stream, args=(name,)) for name in ("target", "other")]
+    for thread in threads:
+        thread.start()
+    assert started.wait(120)
+    with server.http() as http:
+        assert http.post("/v1/internal/stop-generation", json={"id": first_id[0]}).json() == "OK"
+    for thread in threads:
+        thread.join()
+    target, done = results["target"]
+    assert done and target[-1]["choices"][0]["finish_reason"] == "stop"
+    assert len(target) < 300
+    other, done = results["other"]
+    assert done and other[-1]["choices"][0]["finish_reason"] == "length"
+
+
+@pytest.fixture(scope="module")
+def tiny_queue_server(tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("queue"), "--api-key", API_KEY, "--parallel", "1", "--max-queue", "1")
+    yield running
+    stop_server(running)
+
+
+def test_requests_past_the_bounded_queue_get_503_with_retry_after(tiny_queue_server):
+    server = tiny_queue_server
+    long_run = {"prompt": counting(1), "max_tokens": 400, "temperature": 0, "logit_bias": {"1": -100}}
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(complete, server, long_run)
+        while server.generation_stats()["active"] == 0:
+            pass
+        waiting = pool.submit(complete, server, {**long_run, "max_tokens": 4})
+        while server.generation_stats()["queued"] == 0:
+            pass
+        with server.http() as http:
+            # the one slot is busy and one request already waits: the queue is full
+            response = http.post("/v1/completions", json={"prompt": "x", "max_tokens": 2})
+            assert response.status_code == 503, response.text
+            assert response.headers["retry-after"]
+            assert response.json()["error"]["code"] == "server_busy"
+            http.post("/v1/internal/stop-generation")
+        assert running.result()["choices"][0]["finish_reason"] == "stop"
+        assert waiting.result()["choices"]
+    assert complete(server, {"prompt": "x", "max_tokens": 2})["choices"]
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))
+
+
+def test_soak_32_streaming_clients_a_third_disconnecting(server, spec):
+    rng = random.Random(20261125)
+    plans = [(i, rng.random() < 1 / 3, rng.randint(1, 40)) for i in range(32)]
+
+    def client(plan) -> tuple[str, list[dict] | None, bool]:
+        index, disconnects, after = plan
+        payload = {
+            "prompt": counting(index * 10),
+            "max_tokens": 48,
+            "temperature": 0.8,
+            "seed": index,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        with httpx.Client(base_url=server.base_url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=300) as http:
+            with http.stream("POST", "/v1/completions", json=payload) as response:
+                body, frames = "", 0
+                for line in response.iter_lines():
+                    body += line + "\n\n" if line else ""
+                    frames += line.startswith("data: ")
+                    if disconnects and frames >= after:
+                        return "gone", None, False
+        chunks, done = parse_sse(body)
+        return "done", chunks, done
+
+    def run_round() -> list:
+        with ThreadPoolExecutor(32) as pool:
+            return list(pool.map(client, plans))
+
+    run_round()  # warm-up: allocations that are made once
+    server.wait_idle()
+    rss_before = rss_kib(server.process.pid)
+    outcomes = run_round()
+    stats = server.wait_idle()
+    rss_after = rss_kib(server.process.pid)
+
+    completed = [o for o in outcomes if o[0] == "done"]
+    assert len(completed) >= 16
+    for _, chunks, done in completed:
+        assert done
+        *text_chunks, usage = chunks
+        for chunk in chunks:
+            spec.validate("CreateCompletionChunk", chunk)
+        assert [c["choices"][0]["finish_reason"] is not None for c in text_chunks].count(True) == 1
+        assert usage["choices"] == [] and 0 < usage["usage"]["completion_tokens"] <= 48
+    assert stats["active"] == 0
+    assert server.process.poll() is None
+    # no leak: memory holds steady across a whole round of 32 clients
+    assert rss_after - rss_before < 64 * 1024, (rss_before, rss_after)
+    # and the slots are free: a full batch of fresh requests is served
+    with ThreadPoolExecutor(8) as pool:
+        bodies = list(pool.map(lambda s: complete(server, {"prompt": counting(s), "max_tokens": 6, "temperature": 0}), range(8)))
+    assert all(b["choices"][0]["text"].startswith(f" {s + 8}") for s, b in zip(range(8), bodies))
