@@ -36,5 +36,9 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[default-model,test]'
 	touch $@
 
+bench: $(VENV)/.installed
+	$(PIP_INSTALL) -e '.[default-model,bench]'
+	$(BIN)/python bench/serving.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) build src/*.egg-info
