@@ -45,7 +45,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
     app.add_middleware(
         CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
     )
-    app.add_middleware(CatchAllMiddleware)
+    app.add_middleware(CatchAllMiddleware, debug=settings.debug)
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]

@@ -75,8 +75,9 @@ class CatchAllMiddleware:
     """Turns any unexpected exception into a 500 envelope with no internals, and logs only its
     type: a traceback can carry request text, which must never reach a log."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, debug: bool = False) -> None:
         self.app = app
+        self.debug = debug  # with debug output asked for, the traceback is logged too
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -93,6 +94,9 @@ class CatchAllMiddleware:
         try:
             await self.app(scope, receive, tracking_send)
         except Exception as exc:
-            log.error("unhandled %s in %s %s", type(exc).__name__, scope.get("method"), scope.get("path"))
+            log.error(
+                "unhandled %s in %s %s", type(exc).__name__, scope.get("method"), scope.get("path"),
+                exc_info=exc if self.debug else None,
+            )
             if not started:
                 await error_response(INTERNAL_ERROR)(scope, receive, send)

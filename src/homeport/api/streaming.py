@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from homeport.api.errors import INTERNAL_ERROR
 from homeport.errors import HomeportError
+from homeport.services.reply import Reply
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -46,10 +47,11 @@ async def sse_frames(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
     yield DONE
 
 
-def respond(result: dict | AsyncIterator[dict]) -> Response:
-    if isinstance(result, dict):
-        return JSONResponse(result)
-    return StreamingResponse(sse_frames(result), media_type="text/event-stream", headers=SSE_HEADERS)
+def respond(reply: Reply) -> Response:
+    if isinstance(reply.body, dict):
+        return JSONResponse(reply.body, headers=reply.headers)
+    headers = {**SSE_HEADERS, **reply.headers}
+    return StreamingResponse(sse_frames(reply.body), media_type="text/event-stream", headers=headers)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

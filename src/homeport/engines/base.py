@@ -14,23 +14,52 @@ FinishReason = Literal["stop", "length"]
 
 
 @dataclass(frozen=True)
+class Grammar:
+    """A constraint on the output, enforced while decoding. Engines translate it to their own
+    mechanism (llama.cpp: GBNF)."""
+
+    kind: Literal["gbnf", "json", "json_schema"]
+    source: str = ""  # the GBNF text, or the JSON schema as JSON text; empty for any JSON value
+
+
+# Native sampler stages, in the order they run unless `SamplingParams.order` says otherwise.
+DEFAULT_SAMPLER_ORDER = ("penalties", "dry", "top_n_sigma", "temperature", "top_k", "top_p", "typical_p", "min_p", "xtc")
+
+
+@dataclass(frozen=True)
 class SamplingParams:
-    """How the next token is chosen. Neutral values disable a sampler."""
+    """How the next token is chosen. Neutral values disable a stage."""
 
     temperature: float = 1.0
+    dynatemp_range: float = 0.0  # temperature ± this, scaled by entropy (dynamic temperature)
+    dynatemp_exponent: float = 1.0
     top_p: float = 1.0
     top_k: int = 0
     min_p: float = 0.0
+    typical_p: float = 1.0
+    top_n_sigma: float = 0.0
+    xtc_threshold: float = 0.1
+    xtc_probability: float = 0.0
+    dry_multiplier: float = 0.0
+    dry_base: float = 1.75
+    dry_allowed_length: int = 2
+    dry_penalty_last_n: int = -1
+    dry_sequence_breakers: tuple[str, ...] = ("\n", ":", '"', "*")
     repetition_penalty: float = 1.0
     repetition_penalty_range: int = 1024
     frequency_penalty: float = 0.0
     presence_penalty: float = 0.0
+    mirostat_mode: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    order: tuple[str, ...] = DEFAULT_SAMPLER_ORDER
     seed: int | None = None  # None: a fresh random seed
-    logit_bias: dict[int, float] = field(default_factory=dict)
+    logit_bias: dict[int, float] = field(default_factory=dict)  # -inf bans a token
+    grammar: Grammar | None = None
 
     @property
     def greedy(self) -> bool:
-        return self.temperature <= 0.0 or self.top_k == 1
+        return (self.temperature <= 0.0 or self.top_k == 1) and self.mirostat_mode == 0
 
 
 @dataclass(frozen=True)
@@ -39,6 +68,13 @@ class GenerationRequest:
     sampling: SamplingParams
     max_tokens: int
     request_id: str = ""  # names the generation in stats and cancellation, never logged with text
+    logprobs: int | None = None  # report the sampled token's logprob and this many alternatives
+    prompt_logprobs: bool = False  # also report each prompt token's logprob (completions echo)
+    render_special: bool = False  # show control tokens' text instead of skipping it
+    use_prefix_cache: bool = True
+
+
+TopLogprobs = tuple[tuple[int, float], ...]
 
 
 @dataclass(frozen=True)
@@ -50,6 +86,10 @@ class TokenEvent:
     text: str
     finish_reason: FinishReason | None = None
     cached_tokens: int = 0  # on the first event: prompt tokens served from the prefix cache
+    logprob: float | None = None
+    top_logprobs: TopLogprobs | None = None
+    # On the first event, with `prompt_logprobs`: (token, logprob or None for the first, alternatives).
+    prompt_logprobs: tuple[tuple[int, float | None, TopLogprobs], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -96,6 +136,18 @@ class TextEngine(Protocol):
     def queue_depth(self) -> int: ...  # generations submitted and still waiting for a slot
 
     def stop(self, request_id: str | None = None) -> int: ...  # finish generations cleanly; how many
+
+    def token_piece(self, token: int) -> bytes: ...  # the token's bytes (for logprobs)
+
+    def check_grammar(self, grammar: Grammar) -> str | None: ...  # why a grammar is unusable, or None
+
+    def fim_tokens(self) -> tuple[int, int, int] | None: ...  # (prefix, suffix, middle) if the model does FIM
+
+    def eog_tokens(self) -> frozenset[int]: ...  # every end-of-generation token
+
+    async def distribution(
+        self, prompt_tokens: list[int], sampling: SamplingParams | None, top_n: int
+    ) -> list[tuple[int, float]]: ...  # next-token probabilities, before (None) or after the samplers
 
     async def start(self) -> None: ...
 

@@ -11,7 +11,15 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
 
-from homeport.engines.base import GenerationRequest, GenerationStats, ModelInfo, TokenEvent
+from homeport.engines.base import (
+    GenerationRequest,
+    GenerationStats,
+    Grammar,
+    ModelInfo,
+    SamplingParams,
+    TokenEvent,
+    TopLogprobs,
+)
 from homeport.engines.text import IncrementalUtf8
 from homeport.errors import EngineError
 
@@ -31,6 +39,7 @@ class FakeEngine:
         fail_at_step: int | None = None,
         step_delay: float = 0.0,
         chat_template: str | None = None,
+        fim: bool = False,
     ) -> None:
         self.info = ModelInfo(
             model_id=model_id,
@@ -46,6 +55,8 @@ class FakeEngine:
         self._stats = GenerationStats()
         self._stop_requests: set[str | None] = set()
         self.queued = 0  # tests set this to simulate a backlog
+        self.fim = fim
+        self.requests: list[GenerationRequest] = []  # what generate() was asked, for assertions
 
     @property
     def vocab_size(self) -> int:
@@ -67,6 +78,37 @@ class FakeEngine:
         self._stop_requests.add(request_id)
         return self._stats.active
 
+    def token_piece(self, token: int) -> bytes:
+        return bytes([token - _BYTE_OFFSET]) if token >= _BYTE_OFFSET else b""
+
+    def check_grammar(self, grammar: Grammar) -> str | None:
+        if grammar.kind == "gbnf" and "root" not in grammar.source:
+            return "the grammar could not be parsed (GBNF, with a `root` rule)"
+        return None
+
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        return (0, 0, 0) if self.fim else None
+
+    def eog_tokens(self) -> frozenset[int]:
+        return frozenset({EOS_ID})
+
+    async def distribution(
+        self, prompt_tokens: list[int], sampling: SamplingParams | None, top_n: int
+    ) -> list[tuple[int, float]]:
+        # A made-up but well-formed distribution: halving probabilities over the next bytes.
+        count = min(top_n, 5 if sampling is not None and sampling.top_k else 20)
+        return [(_BYTE_OFFSET + ord("a") + i, 0.5 ** (i + 1)) for i in range(count)]
+
+    @staticmethod
+    def _logprob(token: int) -> float:
+        return -((token % 7) + 1) / 4.0
+
+    def _top(self, token: int, k: int) -> TopLogprobs:
+        alternatives = [(token, self._logprob(token))] + [
+            (_BYTE_OFFSET + b, -3.0 - i) for i, b in enumerate(b"xyz0123456789abcdefghij") if _BYTE_OFFSET + b != token
+        ]
+        return tuple(alternatives[:k])
+
     def tokenize(self, text: str, *, add_special: bool = True, parse_special: bool = True) -> list[int]:
         if parse_special and text.startswith(self.info.bos_token):
             add_special, text = True, text[len(self.info.bos_token):]
@@ -76,6 +118,18 @@ class FakeEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return bytes(t - _BYTE_OFFSET for t in tokens if t >= _BYTE_OFFSET).decode("utf-8", errors="replace")
 
+    def _extras(self, request: GenerationRequest, token: int, first: bool) -> dict:
+        extra: dict = {}
+        if request.logprobs is not None:
+            extra["logprob"] = self._logprob(token)
+            extra["top_logprobs"] = self._top(token, request.logprobs)
+        if first and request.prompt_logprobs:
+            prompt = request.prompt_tokens
+            extra["prompt_logprobs"] = ((prompt[0], None, ()),) + tuple(
+                (t, self._logprob(t), self._top(t, request.logprobs or 0)) for t in prompt[1:]
+            )
+        return extra
+
     def _continuation(self, request: GenerationRequest) -> str:
         if self.script is not None:
             return self.script
@@ -84,8 +138,10 @@ class FakeEngine:
         return " " + " ".join(rng.choice(_WORDS) for _ in range(64))
 
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        self.requests.append(request)
         tokens = [b + _BYTE_OFFSET for b in self._continuation(request).encode("utf-8")] + [EOS_ID]
         banned = {t for t, bias in request.sampling.logit_bias.items() if bias <= -100}
+        first = True
         decoder = IncrementalUtf8()
         room = self.info.context_length - len(request.prompt_tokens)
         limit = min(request.max_tokens, room)
@@ -108,16 +164,18 @@ class FakeEngine:
                     return
                 produced += 1
                 self._stats.tokens_generated += 1
+                extra = self._extras(request, token, first)
+                first = False
                 if token == EOS_ID:
                     outcome = "completed"
-                    yield TokenEvent(token_id=token, text=decoder.flush(), finish_reason="stop")
+                    yield TokenEvent(token_id=token, text=decoder.flush(), finish_reason="stop", **extra)
                     return
                 text = decoder.push(bytes([token - _BYTE_OFFSET]))
                 if produced >= limit:
                     outcome = "completed"
-                    yield TokenEvent(token_id=token, text=text + decoder.flush(), finish_reason="length")
+                    yield TokenEvent(token_id=token, text=text + decoder.flush(), finish_reason="length", **extra)
                     return
-                yield TokenEvent(token_id=token, text=text)
+                yield TokenEvent(token_id=token, text=text, **extra)
         finally:
             self._stats.active -= 1
             setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from homeport.schemas.common import WireModel
+from homeport.schemas.common import SamplingFields, WireModel
 
 
 class EncodeRequest(WireModel):
@@ -19,3 +19,9 @@ class DecodeRequest(WireModel):
 
 class StopGenerationRequest(WireModel):
     id: str | None = None  # a response id (chatcmpl-…, cmpl-…); none: stop everything
+
+
+class LogitsRequest(SamplingFields):
+    prompt: str
+    use_samplers: bool = False
+    top_logits: Annotated[int, Field(ge=1, le=1000)] = 50

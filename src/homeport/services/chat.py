@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -12,6 +13,11 @@ from homeport.schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
 from homeport.services import generation
 from homeport.services.generation import PreparedGeneration, Usage, debug_log
 from homeport.services.ids import new_id, now
+from homeport.services.logprobs import LogprobFormatter
+from homeport.services.presets import PresetLibrary
+from homeport.services.reply import Reply
+from homeport.services.sampling import build_sampling
+from homeport.services.streams import merge
 from homeport.services.prompts.chat_templates import ChatTemplate, ChatTemplateRenderer
 
 
@@ -58,14 +64,22 @@ def _normalize(index: int, message: ChatMessage) -> dict:
 
 class ChatService:
     def __init__(
-        self, engine: TextEngine, prompts: ChatPromptBuilder, *, debug: bool = False, max_queue: int = 256
+        self,
+        engine: TextEngine,
+        prompts: ChatPromptBuilder,
+        presets: PresetLibrary,
+        *,
+        debug: bool = False,
+        max_queue: int = 256,
     ) -> None:
         self.engine = engine
         self.prompts = prompts
+        self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
 
-    async def create(self, request: ChatCompletionRequest) -> dict | AsyncIterator[dict]:
+    async def create(self, request: ChatCompletionRequest) -> Reply:
+        request = self.presets.apply(request)
         _refuse_unsupported(request)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
@@ -75,6 +89,7 @@ class ChatService:
         # A template that writes the BOS token itself must not get a second one from the tokenizer.
         starts_with_bos = bool(self.prompts.bos_token) and prompt.startswith(self.prompts.bos_token)
         tokens = await generation.tokenize(self.engine, prompt, add_special=not starts_with_bos)
+        sampling = build_sampling(request, self.engine)
         prepared = generation.prepare(
             self.engine,
             request,
@@ -83,56 +98,70 @@ class ChatService:
             stops=[*self.prompts.template.stop, *request.stop_strings()],
             param="messages",
             request_id=response_id,
+            sampling=sampling,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
         )
+        choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
+        formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return self._stream(response_id, prepared, include_usage)
-        return await self._complete(response_id, prepared)
+            return Reply(self._stream(response_id, choices, formatter, include_usage), sampling.headers())
+        return Reply(await self._complete(response_id, choices, formatter), sampling.headers())
 
     def _envelope(self, response_id: str, created: int, obj: str) -> dict:
         return {"id": response_id, "object": obj, "created": created, "model": self.engine.info.model_id}
 
-    async def _complete(self, response_id: str, prepared: PreparedGeneration) -> dict:
+    async def _complete(
+        self, response_id: str, choices: list[PreparedGeneration], formatter: LogprobFormatter | None
+    ) -> dict:
         usage = Usage()
-        text, finish_reason = await generation.collect(self.engine, prepared, usage)
-        if self.debug:
-            debug_log.info("chat output: %r", text)
-        message = {"role": "assistant", "content": text, "refusal": None}
-        choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
-        return {**self._envelope(response_id, now(), "chat.completion"), "choices": [choice], "usage": usage.to_dict()}
+        async with asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(generation.collect(self.engine, c, usage)) for c in choices]
+        bodies = []
+        for index, task in enumerate(running):
+            result = task.result()
+            if self.debug:
+                debug_log.info("chat output: %r", result.text)
+            message = {"role": "assistant", "content": result.text, "refusal": None}
+            logprobs = formatter.chat(result.tokens) if formatter else None
+            bodies.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": result.finish_reason})
+        return {**self._envelope(response_id, now(), "chat.completion"), "choices": bodies, "usage": usage.to_dict()}
 
-    async def _stream(self, response_id: str, prepared: PreparedGeneration, include_usage: bool) -> AsyncIterator[dict]:
+    async def _stream(
+        self,
+        response_id: str,
+        choices: list[PreparedGeneration],
+        formatter: LogprobFormatter | None,
+        include_usage: bool,
+    ) -> AsyncIterator[dict]:
         envelope = self._envelope(response_id, now(), "chat.completion.chunk")
         extra = {"usage": None} if include_usage else {}
 
-        def chunk(delta: dict, finish_reason: str | None) -> dict:
-            choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+        def chunk(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None = None) -> dict:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             return {**envelope, "choices": [choice], **extra}
 
-        yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
+        for index in range(len(choices)):
+            yield chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
         usage = Usage()
-        async with aclosing(generation.run(self.engine, prepared, usage)) as deltas:
-            async for delta in deltas:
-                if delta.text:
-                    yield chunk({"content": delta.text}, None)
+        streams = [generation.run(self.engine, c, usage) for c in choices]
+        async with aclosing(merge(streams)) as deltas:
+            async for index, delta in deltas:
+                logprobs = formatter.chat(delta.tokens) if formatter and delta.tokens else None
+                if delta.text or logprobs:
+                    yield chunk(index, {"content": delta.text}, None, logprobs)
                 if delta.finish_reason is not None:
-                    yield chunk({}, delta.finish_reason)
+                    yield chunk(index, {}, delta.finish_reason)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage.to_dict()}
 
 
 def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    generation.refuse_unsupported(request)
-    if request.logprobs:
-        raise UnsupportedParameterError("logprobs are not supported yet", param="logprobs")
+    if request.top_logprobs is not None and not request.logprobs:
+        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
     if request.tools or request.functions:
         param = "tools" if request.tools else "functions"
         raise UnsupportedParameterError("tool calling is not supported yet", param=param)
     if request.tool_choice not in (None, "none") or request.function_call not in (None, "none"):
         param = "tool_choice" if request.tool_choice not in (None, "none") else "function_call"
         raise InvalidRequestError(f"{param} needs tools, and none were given", param=param)
-    response_type = (request.response_format or {}).get("type", "text")
-    if response_type != "text":
-        raise UnsupportedParameterError(
-            f"response_format {response_type!r} is not supported yet", param="response_format"
-        )

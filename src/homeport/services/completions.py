@@ -1,53 +1,132 @@
-"""`/v1/completions`: prompts in, text completions out (streamed or whole)."""
+"""`/v1/completions`: prompts in, text completions out (streamed or whole).
+
+Each prompt gets `n` choices (indexed prompt by prompt, as OpenAI does); with `best_of`, that many
+candidates are generated and the `n` with the highest mean token logprob are returned. All of a
+request's generations run concurrently, so the engine decodes them in one batch.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from homeport.engines.base import TextEngine
-from homeport.errors import UnsupportedParameterError
+from homeport.errors import InvalidRequestError
 from homeport.schemas.completions import CompletionRequest
 from homeport.services import generation
-from homeport.services.generation import PreparedGeneration, Usage, debug_log
+from homeport.services.generation import Collected, PreparedGeneration, Usage, debug_log
 from homeport.services.ids import new_id, now
+from homeport.services.logprobs import LogprobFormatter, entries
+from homeport.services.presets import PresetLibrary
+from homeport.services.reply import Reply
+from homeport.services.sampling import build_sampling
+from homeport.services.streams import merge
+
+
+@dataclass(frozen=True, eq=False)
+class _Choice:
+    index: int
+    prompt_index: int
+    prompt_text: str  # for echo
+    prepared: PreparedGeneration
 
 
 class CompletionService:
-    def __init__(self, engine: TextEngine, *, debug: bool = False, max_queue: int = 256) -> None:
+    def __init__(
+        self, engine: TextEngine, presets: PresetLibrary, *, debug: bool = False, max_queue: int = 256
+    ) -> None:
         self.engine = engine
+        self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
 
-    async def create(self, request: CompletionRequest) -> dict | AsyncIterator[dict]:
+    async def create(self, request: CompletionRequest) -> Reply:
         """Validates everything first (errors are plain 4xx responses), then returns the whole
         response, or for `stream` an iterator of chunks."""
-        _refuse_unsupported(request)
+        request = self.presets.apply(request)
+        n = request.n or 1
+        best_of = request.best_of or n
+        _check_combinations(request, n, best_of)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("cmpl")
-        prepared = [await self._prepare(request, prompt, response_id) for prompt in request.prompts()]
+        sampling = build_sampling(request, self.engine)
+        wants_logprobs = request.logprobs is not None
+        # best_of ranks candidates by logprob, so it needs them even when the client does not.
+        engine_logprobs = request.logprobs if wants_logprobs else (0 if best_of > n else None)
+        candidates: list[list[_Choice]] = []
+        for prompt_index, prompt in enumerate(request.prompts()):
+            tokens, prompt_text = await self._prompt_tokens(request, prompt)
+            base = generation.prepare(
+                self.engine,
+                request,
+                tokens,
+                max_tokens=request.max_tokens,
+                stops=request.stop_strings(),
+                param="prompt",
+                request_id=response_id,
+                sampling=sampling,
+                logprobs=engine_logprobs,
+                prompt_logprobs=bool(request.echo and wants_logprobs),
+            )
+            candidates.append(
+                [
+                    _Choice(prompt_index * n + i, prompt_index, prompt_text, generation.with_seed_offset(base, i))
+                    for i in range(best_of)
+                ]
+            )
+        formatter = LogprobFormatter(self.engine, request.logprobs or 0) if wants_logprobs else None
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return self._stream(response_id, prepared, include_usage)
-        return await self._complete(response_id, prepared)
-
-    async def _prepare(self, request: CompletionRequest, prompt: str | list[int], request_id: str) -> PreparedGeneration:
-        if isinstance(prompt, str):
-            if self.debug:
-                debug_log.info("completion prompt: %r", prompt)
-            tokens = await generation.tokenize(self.engine, prompt)
+            choices = [choice for group in candidates for choice in group]
+            body = self._stream(response_id, choices, bool(request.echo), formatter, include_usage)
         else:
+            body = await self._complete(response_id, candidates, n, bool(request.echo), formatter)
+        return Reply(body, sampling.headers())
+
+    async def _prompt_tokens(self, request: CompletionRequest, prompt: str | list[int]) -> tuple[list[int], str]:
+        if isinstance(prompt, list):
             generation.check_token_ids(self.engine, prompt, "prompt")
+            if request.suffix:
+                raise InvalidRequestError("suffix needs a text prompt", param="suffix")
             tokens = list(prompt)
-        return generation.prepare(
-            self.engine,
-            request,
-            tokens,
-            max_tokens=request.max_tokens,
-            stops=request.stop_strings(),
-            param="prompt",
-            request_id=request_id,
-        )
+            return self._truncate(request, tokens), self.engine.detokenize(tokens)
+        if self.debug:
+            debug_log.info("completion prompt: %r suffix: %r", prompt, request.suffix)
+        if request.suffix is not None:
+            tokens = await self._fill_in_the_middle(request, prompt, request.suffix)
+        else:
+            tokens = await generation.tokenize(self.engine, prompt, add_special=request.add_bos_token)
+        return self._truncate(request, tokens), prompt
+
+    async def _fill_in_the_middle(self, request: CompletionRequest, prefix: str, suffix: str) -> list[int]:
+        fim = self.engine.fim_tokens()
+        if fim is None:
+            raise InvalidRequestError(
+                f"suffix (fill in the middle) needs a model with FIM tokens; {self.engine.info.model_id} has none",
+                param="suffix",
+            )
+        pre, suf, mid = fim
+        bos = (await generation.tokenize(self.engine, "", add_special=True)) if request.add_bos_token else []
+        prefix_tokens = await generation.tokenize(self.engine, prefix, add_special=False)
+        suffix_tokens = await generation.tokenize(self.engine, suffix, add_special=False)
+        return [*bos, pre, *prefix_tokens, suf, *suffix_tokens, mid]
+
+    def _truncate(self, request: CompletionRequest, tokens: list[int]) -> list[int]:
+        """With `truncation_length`, a prompt too long for it loses its oldest tokens (the
+        reference API's behaviour); without it, an over-long prompt is a 400."""
+        if not request.truncation_length:
+            return tokens
+        room = generation.context_limit(self.engine, request) - (request.max_tokens or 0)
+        if room <= 0 or len(tokens) <= room:
+            return tokens
+        keep_first = tokens[:1] if tokens[:1] == self.engine.tokenize("", add_special=True)[:1] else []
+        return keep_first + tokens[len(tokens) - room + len(keep_first) :]
+
+    def _visible(self, prompt_logprobs: tuple | None) -> list:
+        """Echoed prompt entries, without control tokens such as BOS that are not in the text."""
+        return [entry for entry in prompt_logprobs or () if self.engine.detokenize([entry[0]])]
 
     def _envelope(self, response_id: str, created: int, choices: list[dict]) -> dict:
         return {
@@ -58,41 +137,85 @@ class CompletionService:
             "choices": choices,
         }
 
-    async def _complete(self, response_id: str, prepared: list[PreparedGeneration]) -> dict:
+    async def _complete(
+        self,
+        response_id: str,
+        candidates: list[list[_Choice]],
+        n: int,
+        echo: bool,
+        formatter: LogprobFormatter | None,
+    ) -> dict:
         usage = Usage()
+        flat = [choice for group in candidates for choice in group]
+        async with asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(generation.collect(self.engine, c.prepared, usage)) for c in flat]
+        results = dict(zip(flat, (task.result() for task in running)))
         choices = []
-        # Several prompts run one after another; each is its own choice, indexed like the prompts.
-        for index, item in enumerate(prepared):
-            text, finish_reason = await generation.collect(self.engine, item, usage)
-            if self.debug:
-                debug_log.info("completion output: %r", text)
-            choices.append({"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason})
+        for group in candidates:
+            best = sorted(group, key=lambda c: _mean_logprob(results[c]), reverse=True)[:n] if len(group) > n else group
+            for rank, choice in enumerate(best):
+                result = results[choice]
+                if self.debug:
+                    debug_log.info("completion output: %r", result.text)
+                text = choice.prompt_text + result.text if echo else result.text
+                logprobs = None
+                if formatter is not None:
+                    prompt_entries = self._visible(result.prompt_logprobs) if echo else []
+                    logprobs = formatter.legacy(prompt_entries + entries(result.tokens), 0)
+                index = choice.prompt_index * n + rank
+                choices.append({"index": index, "text": text, "logprobs": logprobs, "finish_reason": result.finish_reason})
         body = self._envelope(response_id, now(), choices)
         body["usage"] = usage.to_dict()
         return body
 
-    async def _stream(self, response_id: str, prepared: list[PreparedGeneration], include_usage: bool) -> AsyncIterator[dict]:
+    async def _stream(
+        self,
+        response_id: str,
+        choices: list[_Choice],
+        echo: bool,
+        formatter: LogprobFormatter | None,
+        include_usage: bool,
+    ) -> AsyncIterator[dict]:
         created = now()
         usage = Usage()
         extra = {"usage": None} if include_usage else {}
-        for index, item in enumerate(prepared):
-            async with aclosing(generation.run(self.engine, item, usage)) as deltas:
-                async for delta in deltas:
-                    if not delta.text and delta.finish_reason is None:
-                        continue
-                    choice = {"index": index, "text": delta.text, "logprobs": None, "finish_reason": delta.finish_reason}
-                    yield {**self._envelope(response_id, created, [choice]), **extra}
+        offsets = [0] * len(choices)  # where each choice's next text starts (logprobs text_offset)
+        started = [False] * len(choices)
+
+        def chunk(choice: _Choice, text: str, logprobs: dict | None, finish_reason: str | None) -> dict:
+            body = {"index": choice.index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
+            return {**self._envelope(response_id, created, [body]), **extra}
+
+        streams = [generation.run(self.engine, c.prepared, usage) for c in choices]
+        async with aclosing(merge(streams)) as deltas:
+            async for position, delta in deltas:
+                choice = choices[position]
+                if echo and not started[position]:
+                    # The prompt goes first, as its own chunk, with its logprobs when asked for.
+                    started[position] = True
+                    prompt_lp = formatter.legacy(self._visible(delta.prompt_logprobs), 0) if formatter else None
+                    yield chunk(choice, choice.prompt_text, prompt_lp, None)
+                    offsets[position] = len(choice.prompt_text)
+                if not delta.text and delta.finish_reason is None:
+                    continue
+                logprobs = None
+                if formatter is not None:
+                    logprobs = formatter.legacy(entries(delta.tokens), offsets[position])
+                    offsets[position] += len(delta.text)
+                yield chunk(choice, delta.text, logprobs, delta.finish_reason)
         if include_usage:
             yield {**self._envelope(response_id, created, []), "usage": usage.to_dict()}
 
 
-def _refuse_unsupported(request: CompletionRequest) -> None:
-    generation.refuse_unsupported(request)
-    if request.logprobs:
-        raise UnsupportedParameterError("logprobs are not supported yet", param="logprobs")
-    if request.echo:
-        raise UnsupportedParameterError("echo is not supported yet", param="echo")
-    if request.suffix:
-        raise UnsupportedParameterError("suffix (fill in the middle) is not supported yet", param="suffix")
-    if (request.best_of or 1) > 1:
-        raise UnsupportedParameterError("best_of > 1 is not supported yet", param="best_of")
+def _mean_logprob(result: Collected) -> float:
+    logprobs = [t.logprob for t in result.tokens if t.logprob is not None]
+    return sum(logprobs) / len(logprobs) if logprobs else float("-inf")
+
+
+def _check_combinations(request: CompletionRequest, n: int, best_of: int) -> None:
+    if best_of < n:
+        raise InvalidRequestError(f"best_of ({best_of}) must be at least n ({n})", param="best_of")
+    if request.stream and best_of > n:
+        raise InvalidRequestError("best_of cannot be used with stream (the best choice is known only at the end)", param="best_of")
+    if len(request.prompts()) * best_of > 128:
+        raise InvalidRequestError("at most 128 generations per request (prompts × best_of)", param="best_of")

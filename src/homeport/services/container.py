@@ -9,6 +9,7 @@ from homeport.services.chat import ChatPromptBuilder, ChatService
 from homeport.services.completions import CompletionService
 from homeport.services.prompts.chat_templates import ChatTemplateLibrary, ChatTemplateRenderer
 from homeport.services.internal import InternalService
+from homeport.services.presets import PresetLibrary
 from homeport.settings import Settings
 
 USER_TEMPLATE_TABLE = "chat_templates.yaml"
@@ -29,10 +30,12 @@ class Services:
         prompts = ChatPromptBuilder(
             template, ChatTemplateRenderer(), bos_token=engine.info.bos_token, eos_token=engine.info.eos_token
         )
+        presets = PresetLibrary(settings.user_data_dir / "presets")
+        limits = {"debug": settings.debug, "max_queue": settings.max_queue}
         return cls(
             settings=settings,
             engine=engine,
-            completions=CompletionService(engine, debug=settings.debug, max_queue=settings.max_queue),
-            chat=ChatService(engine, prompts, debug=settings.debug, max_queue=settings.max_queue),
-            internal=InternalService(engine, settings.model_dir),
+            completions=CompletionService(engine, presets, **limits),
+            chat=ChatService(engine, prompts, presets, **limits),
+            internal=InternalService(engine, settings.model_dir, presets),
         )

@@ -1,25 +1,23 @@
 """Running one generation: request parameters → engine request, engine tokens → text deltas.
 
-Shared by completions and chat, so stop strings, usage and limits behave the same for both and
-for every engine.
+Shared by completions and chat, so stop strings, usage, limits, logprobs and pacing behave the
+same for both and for every engine.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from homeport.engines.base import GenerationRequest, SamplingParams, TextEngine
-from homeport.errors import (
-    ContextLengthExceededError,
-    InvalidRequestError,
-    ServiceUnavailableError,
-    UnsupportedParameterError,
-)
+from homeport.engines.base import GenerationRequest, TextEngine, TokenEvent
+from homeport.errors import ContextLengthExceededError, InvalidRequestError, ServiceUnavailableError
 from homeport.schemas.common import SamplingFields
+from homeport.services.sampling import Sampling, build_sampling
 from homeport.services.stop_strings import StopMatcher
 
 debug_log = logging.getLogger("homeport.debug")
@@ -44,6 +42,8 @@ class Usage:
 class TextDelta:
     text: str
     finish_reason: str | None = None
+    tokens: tuple[TokenEvent, ...] = ()  # with logprobs: the tokens consumed since the last delta
+    prompt_logprobs: tuple | None = None  # on the first delta, when prompt logprobs were asked for
 
 
 @dataclass(frozen=True)
@@ -52,38 +52,23 @@ class PreparedGeneration:
 
     request: GenerationRequest
     stops: tuple[str, ...]
+    max_tokens_second: float = 0.0
+    eog_tokens: frozenset[int] = field(default_factory=frozenset)
 
 
-def refuse_unsupported(fields: SamplingFields) -> None:
-    """Known fields homeport cannot honour yet are refused, never silently ignored."""
-    if (fields.n or 1) > 1:
-        raise UnsupportedParameterError("n > 1 is not supported yet; send n=1", param="n")
+def check_capacity(engine: TextEngine, max_queue: int) -> None:
+    """Past the bounded queue, a clear 503 the client can retry, before any stream starts."""
+    if engine.queue_depth() >= max_queue:
+        raise ServiceUnavailableError(
+            f"The server is busy: {max_queue} requests are already waiting. Retry shortly.",
+            code="server_busy",
+            headers={"Retry-After": "1"},
+        )
 
 
-def sampling_params(fields: SamplingFields, engine: TextEngine) -> SamplingParams:
-    bias: dict[int, float] = {}
-    for key, value in (fields.logit_bias or {}).items():
-        token = int(key)
-        if not 0 <= token < engine.vocab_size:
-            raise InvalidRequestError(
-                f"logit_bias names token {token}, outside this model's vocabulary (0..{engine.vocab_size - 1})",
-                param="logit_bias",
-            )
-        bias[token] = value
-    seed = fields.seed if fields.seed is not None and fields.seed >= 0 else None
-    top_k = fields.top_k if fields.top_k is not None and fields.top_k > 0 else 0
-    return SamplingParams(
-        temperature=1.0 if fields.temperature is None else fields.temperature,
-        top_p=1.0 if fields.top_p is None else fields.top_p,
-        top_k=top_k,
-        min_p=fields.min_p or 0.0,
-        repetition_penalty=fields.repetition_penalty or 1.0,
-        repetition_penalty_range=1024 if fields.repetition_penalty_range is None else fields.repetition_penalty_range,
-        frequency_penalty=fields.frequency_penalty or 0.0,
-        presence_penalty=fields.presence_penalty or 0.0,
-        seed=seed,
-        logit_bias=bias,
-    )
+def context_limit(engine: TextEngine, fields: SamplingFields) -> int:
+    limit = engine.info.context_length
+    return min(limit, fields.truncation_length) if fields.truncation_length else limit
 
 
 def completion_budget(prompt_tokens: int, max_tokens: int | None, context_length: int, param: str) -> int:
@@ -119,16 +104,6 @@ def check_token_ids(engine: TextEngine, tokens: Sequence[int], param: str) -> No
         )
 
 
-def check_capacity(engine: TextEngine, max_queue: int) -> None:
-    """Past the bounded queue, a clear 503 the client can retry, before any stream starts."""
-    if engine.queue_depth() >= max_queue:
-        raise ServiceUnavailableError(
-            f"The server is busy: {max_queue} requests are already waiting. Retry shortly.",
-            code="server_busy",
-            headers={"Retry-After": "1"},
-        )
-
-
 def prepare(
     engine: TextEngine,
     fields: SamplingFields,
@@ -138,17 +113,58 @@ def prepare(
     stops: Sequence[str],
     param: str,
     request_id: str,
+    sampling: Sampling | None = None,
+    logprobs: int | None = None,
+    prompt_logprobs: bool = False,
 ) -> PreparedGeneration:
     if not prompt_tokens:
         raise InvalidRequestError(f"the {param} is empty", param=param)
-    budget = completion_budget(len(prompt_tokens), max_tokens, engine.info.context_length, param)
+    limit = context_limit(engine, fields)
+    if fields.auto_max_new_tokens:
+        max_tokens = None
+    budget = completion_budget(len(prompt_tokens), max_tokens, limit, param)
+    sampling = sampling or build_sampling(fields, engine)
     request = GenerationRequest(
         prompt_tokens=prompt_tokens,
-        sampling=sampling_params(fields, engine),
+        sampling=sampling.params,
         max_tokens=budget,
         request_id=request_id,
+        logprobs=logprobs,
+        prompt_logprobs=prompt_logprobs,
+        render_special=not fields.skip_special_tokens,
     )
-    return PreparedGeneration(request=request, stops=tuple(stops))
+    return PreparedGeneration(
+        request=request,
+        stops=tuple(stops),
+        max_tokens_second=fields.max_tokens_second,
+        eog_tokens=engine.eog_tokens() if logprobs is not None else frozenset(),
+    )
+
+
+def with_seed_offset(prepared: PreparedGeneration, offset: int) -> PreparedGeneration:
+    """Choice i samples with seed + i, so choices differ yet a seeded request is reproducible."""
+    sampling = prepared.request.sampling
+    if offset == 0:
+        return prepared
+    seed = None if sampling.seed is None else sampling.seed + offset
+    request = dataclasses.replace(prepared.request, sampling=dataclasses.replace(sampling, seed=seed))
+    return dataclasses.replace(prepared, request=request)
+
+
+class _Pacer:
+    """`max_tokens_second`: lets tokens out no faster than the given rate (0: no limit)."""
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        now = time.monotonic()
+        if self.next_at > now:
+            await asyncio.sleep(self.next_at - now)
+        self.next_at = max(now, self.next_at) + self.interval
 
 
 async def run(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) -> AsyncIterator[TextDelta]:
@@ -159,31 +175,52 @@ async def run(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) ->
     """
     usage.prompt_tokens += len(prepared.request.prompt_tokens)
     matcher = StopMatcher(prepared.stops)
+    pacer = _Pacer(prepared.max_tokens_second)
+    keep_tokens = prepared.request.logprobs is not None
+    pending: list[TokenEvent] = []
+    prompt_logprobs = None
     async with aclosing(engine.generate(prepared.request)) as events:
         async for event in events:
             usage.cached_tokens += event.cached_tokens
+            if event.prompt_logprobs is not None:
+                prompt_logprobs = event.prompt_logprobs
             if event.token_id >= 0:  # -1: a stop requested from outside, no token sampled
                 usage.completion_tokens += 1
+                await pacer.wait()
+                if keep_tokens and event.token_id not in prepared.eog_tokens:
+                    pending.append(event)
             text, stopped = matcher.push(event.text)
-            if stopped:
-                yield TextDelta(text, "stop")
-                return
-            if event.finish_reason is not None:
-                yield TextDelta(text + matcher.flush(), event.finish_reason)
+            finish = "stop" if stopped else event.finish_reason
+            if finish is not None:
+                tail = "" if stopped else matcher.flush()
+                yield TextDelta(text + tail, finish, tuple(pending), prompt_logprobs)
                 return
             if text:
-                yield TextDelta(text)
+                yield TextDelta(text, None, tuple(pending), prompt_logprobs)
+                pending, prompt_logprobs = [], None
     # An engine stream that ends without a finish reason is a bug, not a silent empty answer.
     raise RuntimeError("the engine stream ended without a finish reason")
 
 
-async def collect(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) -> tuple[str, str]:
-    """The whole text and its finish reason (non-streaming responses collect the stream)."""
+@dataclass
+class Collected:
+    text: str
+    finish_reason: str
+    tokens: list[TokenEvent]
+    prompt_logprobs: tuple | None
+
+
+async def collect(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) -> Collected:
+    """The whole output (non-streaming responses collect the stream)."""
+    result = Collected(text="", finish_reason="stop", tokens=[], prompt_logprobs=None)
     parts: list[str] = []
-    finish_reason = "stop"
     async with aclosing(run(engine, prepared, usage)) as deltas:
         async for delta in deltas:
             parts.append(delta.text)
+            result.tokens.extend(delta.tokens)
+            if delta.prompt_logprobs is not None:
+                result.prompt_logprobs = delta.prompt_logprobs
             if delta.finish_reason is not None:
-                finish_reason = delta.finish_reason
-    return "".join(parts), finish_reason
+                result.finish_reason = delta.finish_reason
+    result.text = "".join(parts)
+    return result

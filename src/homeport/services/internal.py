@@ -8,13 +8,17 @@ from pathlib import Path
 
 from homeport.engines.base import TextEngine
 from homeport.model_paths import available_models
-from homeport.services.generation import check_token_ids
+from homeport.schemas.internal import LogitsRequest
+from homeport.services.generation import check_token_ids, tokenize
+from homeport.services.presets import PresetLibrary
+from homeport.services.sampling import build_sampling
 
 
 class InternalService:
-    def __init__(self, engine: TextEngine, model_dir: Path) -> None:
+    def __init__(self, engine: TextEngine, model_dir: Path, presets: PresetLibrary) -> None:
         self.engine = engine
         self.model_dir = model_dir
+        self.presets = presets
 
     async def encode(self, text: str) -> dict:
         tokens = await asyncio.to_thread(self.engine.tokenize, text)
@@ -45,3 +49,16 @@ class InternalService:
 
     def stop_generation(self, response_id: str | None) -> None:
         self.engine.stop(response_id)
+
+    async def logits(self, request: LogitsRequest) -> dict[str, float]:
+        """Next-token probabilities as the reference API returns them: {token text: probability},
+        most likely first, from the raw model or after the request's samplers."""
+        request = self.presets.apply(request)
+        tokens = await tokenize(self.engine, request.prompt)
+        sampling = build_sampling(request, self.engine).params if request.use_samplers else None
+        distribution = await self.engine.distribution(tokens, sampling, request.top_logits)
+        result: dict[str, float] = {}
+        for token, probability in distribution:
+            text = self.engine.token_piece(token).decode("utf-8", errors="replace")
+            result[text] = result.get(text, 0.0) + probability
+        return result

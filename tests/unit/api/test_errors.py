@@ -29,7 +29,7 @@ def assert_error(response, status, spec, *, code=None, param=None, type_="invali
         ({"messages": []}, "messages"),
         ({"messages": [{"role": "wizard", "content": "x"}]}, "messages[0].role"),
         ({"messages": [{"role": "user"}]}, "messages[0]"),
-        ({"messages": USER, "temperature": 3}, "temperature"),
+        ({"messages": USER, "temperature": 6}, "temperature"),
         ({"messages": USER, "top_p": -0.1}, "top_p"),
         ({"messages": USER, "max_tokens": 0}, "max_tokens"),
         ({"messages": USER, "max_tokens": "many"}, "max_tokens"),
@@ -54,12 +54,7 @@ async def test_unknown_fields_are_accepted(client):
 
 @pytest.mark.parametrize(
     "payload,param",
-    [
-        ({"messages": USER, "n": 2}, "n"),
-        ({"messages": USER, "logprobs": True}, "logprobs"),
-        ({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
-        ({"messages": USER, "response_format": {"type": "json_object"}}, "response_format"),
-    ],
+    [({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools")],
 )
 async def test_parameters_not_supported_yet_are_refused_not_ignored(client, spec, payload, param):
     assert_error(await client.http.post(CHAT, json=payload), 400, spec, param=param, code="unsupported_parameter")

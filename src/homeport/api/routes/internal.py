@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request
 
 from homeport.api.auth import require_admin_key
 from homeport.api.routes.deps import services
-from homeport.schemas.internal import DecodeRequest, EncodeRequest, StopGenerationRequest
+from homeport.schemas.internal import DecodeRequest, EncodeRequest, LogitsRequest, StopGenerationRequest
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])
 # Model management takes the admin key instead of the API key, as in the reference API.
@@ -26,6 +26,11 @@ async def decode(body: DecodeRequest, request: Request) -> dict:
 @router.post("/token-count", summary="How many tokens a text is")
 async def token_count(body: EncodeRequest, request: Request) -> dict:
     return await services(request).internal.count(body.text)
+
+
+@router.post("/logits", summary="Next-token probabilities, before or after the samplers")
+async def logits(body: LogitsRequest, request: Request) -> dict[str, float]:
+    return await services(request).internal.logits(body)
 
 
 @router.post("/stop-generation", summary="Stop every generation, or with {\"id\": ...} the one of that response")

@@ -11,7 +11,6 @@ import asyncio
 import ctypes
 import logging
 import os
-import random
 import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -21,11 +20,23 @@ import llama_cpp
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 
-from homeport.engines.base import GenerationRequest, GenerationStats, ModelInfo, SamplingParams, TokenEvent
+from homeport.engines.base import (
+    GenerationRequest,
+    GenerationStats,
+    Grammar,
+    ModelInfo,
+    SamplingParams,
+    TokenEvent,
+)
+from homeport.engines.llama_cpp.sampling import SamplerChain, build_chain, grammar_sampler
 from homeport.engines.llama_cpp.scheduler import STOP_THREAD, Job, Scheduler
 from homeport.errors import EngineError, StartupError
 
 log = logging.getLogger(__name__)
+
+# llama.cpp's own log (loading chatter, and grammar parse errors that quote the request) stays
+# silent unless debug output was asked for: request text must never reach a log.
+_SILENT_LOG = llama_cpp.llama_log_callback(lambda level, text, user_data: None)
 
 DEFAULT_MAX_CONTEXT = 8192  # an auto ctx-size caps the model's training context here (KV memory)
 PREFILL_CHUNK = 128  # prompt tokens per sequence per step, aligned to positions (see scheduler)
@@ -54,7 +65,7 @@ class LlamaCppEngine:
         self._ctx = ctx
         self._vocab = model.vocab
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
-        self._piece_cache: dict[int, bytes] = {}
+        self._piece_cache: dict[tuple[int, bool], bytes] = {}
         self._stats = GenerationStats()
         self._live: set[Job] = set()
         self._thread: threading.Thread | None = None
@@ -66,10 +77,11 @@ class LlamaCppEngine:
             n_batch=n_batch,
             chunk=min(PREFILL_CHUNK, n_batch),
             context_length=context_length,
-            build_sampler=lambda request: self._build_sampler(request.sampling, request.prompt_tokens),
+            build_sampler=self._build_sampler,
             piece=self._piece,
             stats=self._stats,
         )
+        self._eog = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         metadata = model.metadata()
         self.info = ModelInfo(
             model_id=config.model_id,
@@ -86,6 +98,8 @@ class LlamaCppEngine:
     @classmethod
     def load(cls, config: LlamaCppConfig) -> LlamaCppEngine:
         llama_logger.set_verbose(config.verbose)
+        if not config.verbose:
+            llama_cpp.llama_log_set(_SILENT_LOG, ctypes.c_void_p(0))
         if not config.path.is_file():
             raise StartupError(f"model file not found: {config.path}")
         model_params = llama_cpp.llama_model_default_params()
@@ -152,17 +166,40 @@ class LlamaCppEngine:
     def detokenize(self, tokens: Sequence[int]) -> str:
         return b"".join(self._piece(t) for t in tokens).decode("utf-8", errors="replace")
 
-    def _piece(self, token: int) -> bytes:
-        piece = self._piece_cache.get(token)
+    def token_piece(self, token: int) -> bytes:
+        return self._piece(token, True)
+
+    def _piece(self, token: int, special: bool = False) -> bytes:
+        key = (token, special)
+        piece = self._piece_cache.get(key)
         if piece is None:
             buf = ctypes.create_string_buffer(64)
-            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
             if n < 0:
                 buf = ctypes.create_string_buffer(-n)
-                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, False)
+                n = llama_cpp.llama_token_to_piece(self._vocab, token, buf, len(buf), 0, special)
             piece = buf.raw[:n]
-            self._piece_cache[token] = piece
+            self._piece_cache[key] = piece
         return piece
+
+    def eog_tokens(self) -> frozenset[int]:
+        return self._eog
+
+    def fim_tokens(self) -> tuple[int, int, int] | None:
+        tokens = (
+            llama_cpp.llama_vocab_fim_pre(self._vocab),
+            llama_cpp.llama_vocab_fim_suf(self._vocab),
+            llama_cpp.llama_vocab_fim_mid(self._vocab),
+        )
+        return tokens if all(t >= 0 for t in tokens) else None
+
+    def check_grammar(self, grammar: Grammar) -> str | None:
+        try:
+            sampler = grammar_sampler(grammar, self._vocab)
+        except ValueError as exc:
+            return str(exc)
+        llama_cpp.llama_sampler_free(sampler)
+        return None
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -187,6 +224,26 @@ class LlamaCppEngine:
         self._scheduler.inbox.put(None)  # wake the thread if it is idle
         return len(jobs)
 
+    async def distribution(
+        self, prompt_tokens: list[int], sampling: SamplingParams | None, top_n: int
+    ) -> list[tuple[int, float]]:
+        if self._thread is None:
+            raise EngineError("the model is not running")
+        request = GenerationRequest(prompt_tokens=prompt_tokens, sampling=SamplingParams(temperature=0), max_tokens=1)
+        chain = None if sampling is None else build_chain(sampling, self._model, self._n_vocab, select=False)
+        job = Job(request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue(), probe=(chain, top_n))
+        self._live.add(job)
+        self._scheduler.inbox.put(job)
+        try:
+            item = await job.events.get()
+            if isinstance(item, BaseException):
+                raise item
+            return item
+        finally:
+            job.cancelled.set()
+            self._live.discard(job)
+            self._scheduler.inbox.put(None)
+
     async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
         if self._thread is None:
             raise EngineError("the model is not running")
@@ -208,38 +265,13 @@ class LlamaCppEngine:
             self._live.discard(job)
             self._scheduler.inbox.put(None)
 
-    def _build_sampler(self, params: SamplingParams, prompt: Sequence[int]) -> _internals.LlamaSampler:
-        sampler = _internals.LlamaSampler()
-        if params.logit_bias:
-            sampler.add_logit_bias(self._n_vocab, params.logit_bias)
-        penalized = (
-            params.repetition_penalty != 1.0 or params.frequency_penalty != 0.0 or params.presence_penalty != 0.0
-        )
-        if penalized:
-            sampler.add_penalties(
-                self._n_vocab,
-                params.repetition_penalty_range,
-                params.repetition_penalty,
-                params.frequency_penalty,
-                params.presence_penalty,
-            )
-        if params.greedy:
-            sampler.add_greedy()
-        else:
-            if params.top_k > 0:
-                sampler.add_top_k(params.top_k)
-            if params.top_p < 1.0:
-                sampler.add_top_p(params.top_p, 1)
-            if params.min_p > 0.0:
-                sampler.add_min_p(params.min_p, 1)
-            sampler.add_temp(params.temperature)
-            seed = params.seed if params.seed is not None else random.getrandbits(32)
-            sampler.add_dist(seed & 0xFFFFFFFF)
-        if penalized:
+    def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
+        chain = build_chain(request.sampling, self._model, self._n_vocab)
+        if chain.history_stages:
             # The repetition window covers the prompt's tail too, as llama-server does.
-            for token in prompt[-params.repetition_penalty_range :]:
-                sampler.accept(token)
-        return sampler
+            window = request.sampling.repetition_penalty_range
+            chain.accept_history(request.prompt_tokens[-window:] if window > 0 else request.prompt_tokens)
+        return chain
 
 
 def _default_threads() -> int:

@@ -22,9 +22,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import llama_cpp
+import numpy as np
 from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest, GenerationStats, TokenEvent
+from homeport.engines.llama_cpp.sampling import (
+    SamplerChain,
+    filtered_distribution,
+    log_softmax,
+    logits_row,
+    top_entries,
+)
 from homeport.engines.text import IncrementalUtf8
 from homeport.errors import EngineError
 
@@ -48,8 +56,12 @@ class Job:
     cached: int = 0  # of those, how many came from the prefix cache
     produced: int = 0
     pending_token: int = -1  # sampled, to be decoded at the next step
-    sampler: _internals.LlamaSampler | None = None
+    sampler: SamplerChain | None = None
     decoder: IncrementalUtf8 = field(default_factory=IncrementalUtf8)
+    prompt_logprobs: list = field(default_factory=list)  # filled while prefilling, when asked for
+    # A distribution probe (the logits endpoint): answer with the next-token distribution after
+    # the first decode, filtered by this chain (None: the raw model distribution), then end.
+    probe: tuple[SamplerChain | None, int] | None = None
 
     def send(self, item: object) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, item)
@@ -85,8 +97,8 @@ class Scheduler:
         n_batch: int,
         chunk: int,
         context_length: int,
-        build_sampler: Callable[[GenerationRequest], _internals.LlamaSampler],
-        piece: Callable[[int], bytes],
+        build_sampler: Callable[[GenerationRequest], SamplerChain],
+        piece: Callable[[int, bool], bytes],
         stats: GenerationStats,
     ) -> None:
         self._ctx = ctx
@@ -99,6 +111,7 @@ class Scheduler:
         self._piece = piece
         self._stats = stats
         self._batch = llama_cpp.llama_batch_init(n_batch + n_slots, 0, 1)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
         self._clock = itertools.count(1)
@@ -168,7 +181,8 @@ class Scheduler:
         slot = max(self._free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
         self._free.remove(slot)
         seq.slot = slot
-        shared = common_prefix(slot.tokens, prompt)
+        wants_cache = seq.request.use_prefix_cache and not seq.request.prompt_logprobs
+        shared = common_prefix(slot.tokens, prompt) if wants_cache else 0
         # Keep whole aligned chunks only, and always leave the last prompt token to decode (its
         # logits give the first sampled token).
         reuse = (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
@@ -189,9 +203,11 @@ class Scheduler:
             llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, -1, -1)
             seq.slot.tokens.clear()
         self._free_slot(seq)
-        if seq.sampler is not None:
-            seq.sampler.close()
-            seq.sampler = None
+        for chain in (seq.sampler, seq.probe[0] if seq.probe else None):
+            if chain is not None:
+                chain.close()
+        seq.sampler = None
+        seq.probe = None
         self._stats.active -= 1
         if outcome == "cancelled":
             self._count_cancelled(seq.produced)
@@ -206,6 +222,7 @@ class Scheduler:
         n = 0
         prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence)
         sample_at: list[tuple[Job, int]] = []
+        prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
         for seq in running:
             if seq.decoding:
                 slot = seq.slot
@@ -222,8 +239,11 @@ class Scheduler:
             if prefill + (end - start) > self._n_batch:
                 continue  # this step is full; the chunk goes whole into a later one
             prefill += end - start
+            all_logits = seq.request.prompt_logprobs
+            if all_logits:
+                prompt_rows.append((seq, start, n))
             for pos in range(start, end):
-                self._add(n, prompt[pos], pos, seq.slot.seq_id, pos == len(prompt) - 1)
+                self._add(n, prompt[pos], pos, seq.slot.seq_id, all_logits or pos == len(prompt) - 1)
                 n += 1
             seq.slot.tokens.extend(prompt[start:end])
             seq.prefilled = end
@@ -235,27 +255,62 @@ class Scheduler:
         rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed ({rc})")
+        for seq, start, row in prompt_rows:
+            self._record_prompt_logprobs(seq, start, row)
         for seq, index in sample_at:
             if seq.cancelled.is_set():
                 continue
-            token = llama_cpp.llama_sampler_sample(seq.sampler.sampler, self._ctx.ctx, index)
-            event = self._advance(seq, token)
+            if seq.probe is not None:
+                chain, top_n = seq.probe
+                logits = logits_row(self._ctx, index, self._n_vocab)
+                if chain is None:
+                    probs = [(t, float(np.exp(lp))) for t, lp in top_entries(log_softmax(logits), top_n)]
+                else:
+                    probs = filtered_distribution(chain, logits, self._n_vocab, top_n)
+                seq.send(probs)
+                self._finish(seq, running, "completed")
+                continue
+            logprobs = None
+            if seq.request.logprobs is not None:
+                # Read the model's distribution before sampling: the sampler may edit the logits.
+                logprobs = log_softmax(logits_row(self._ctx, index, self._n_vocab).astype(np.float64))
+            token = llama_cpp.llama_sampler_sample(seq.sampler.chain.sampler, self._ctx.ctx, index)
+            event = self._advance(seq, token, logprobs)
             seq.send(event)
             if event.finish_reason is not None:
                 self._finish(seq, running, "completed")
 
-    def _advance(self, seq: Job, token: int) -> TokenEvent:
+    def _record_prompt_logprobs(self, seq: Job, start: int, row: int) -> None:
+        """Each prompt token's logprob given the tokens before it (the first token has none)."""
+        prompt = seq.request.prompt_tokens
+        top_n = seq.request.logprobs or 0
+        if start == 0:
+            seq.prompt_logprobs.append((prompt[0], None, ()))
+        end = seq.prefilled
+        for pos in range(start, min(end, len(prompt) - 1)):
+            logprobs = log_softmax(logits_row(self._ctx, row + pos - start, self._n_vocab).astype(np.float64))
+            following = prompt[pos + 1]
+            seq.prompt_logprobs.append((following, float(logprobs[following]), top_entries(logprobs, top_n)))
+
+    def _advance(self, seq: Job, token: int, logprobs: np.ndarray | None) -> TokenEvent:
         seq.produced += 1
         self._stats.tokens_generated += 1
-        cached = seq.cached if seq.produced == 1 else 0
+        first = seq.produced == 1
+        extra = {
+            "cached_tokens": seq.cached if first else 0,
+            "prompt_logprobs": tuple(seq.prompt_logprobs) if first and seq.request.prompt_logprobs else None,
+        }
+        if logprobs is not None:
+            extra["logprob"] = float(logprobs[token])
+            extra["top_logprobs"] = top_entries(logprobs, seq.request.logprobs or 0)
         if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            return TokenEvent(token_id=token, text=seq.decoder.flush(), finish_reason="stop", cached_tokens=cached)
-        text = seq.decoder.push(self._piece(token))
+            return TokenEvent(token_id=token, text=seq.decoder.flush(), finish_reason="stop", **extra)
+        text = seq.decoder.push(self._piece(token, seq.request.render_special))
         seq.pending_token = token
         used = len(seq.request.prompt_tokens) + seq.produced
         if seq.produced >= seq.request.max_tokens or used >= self._context_length:
-            return TokenEvent(token_id=token, text=text + seq.decoder.flush(), finish_reason="length", cached_tokens=cached)
-        return TokenEvent(token_id=token, text=text, cached_tokens=cached)
+            return TokenEvent(token_id=token, text=text + seq.decoder.flush(), finish_reason="length", **extra)
+        return TokenEvent(token_id=token, text=text, **extra)
 
     def _add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
         batch = self._batch
