@@ -19,6 +19,7 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
+from llama_cpp._utils import suppress_stdout_stderr
 
 from homeport.engines.base import (
     GenerationRequest,
@@ -194,8 +195,11 @@ class LlamaCppEngine:
         return tokens if all(t >= 0 for t in tokens) else None
 
     def check_grammar(self, grammar: Grammar) -> str | None:
+        # llama.cpp's grammar parser prints its errors, quoting the grammar, straight to stderr:
+        # request text must not reach the log, so stderr is muted while it parses.
         try:
-            sampler = grammar_sampler(grammar, self._vocab)
+            with suppress_stdout_stderr(disable=self.config.verbose):
+                sampler = grammar_sampler(grammar, self._vocab)
         except ValueError as exc:
             return str(exc)
         llama_cpp.llama_sampler_free(sampler)
@@ -230,7 +234,9 @@ class LlamaCppEngine:
         if self._thread is None:
             raise EngineError("the model is not running")
         request = GenerationRequest(prompt_tokens=prompt_tokens, sampling=SamplingParams(temperature=0), max_tokens=1)
-        chain = None if sampling is None else build_chain(sampling, self._model, self._n_vocab, select=False)
+        chain = None if sampling is None else build_chain(
+            sampling, self._model, self._n_vocab, self.info.context_length, select=False
+        )
         job = Job(request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue(), probe=(chain, top_n))
         self._live.add(job)
         self._scheduler.inbox.put(job)
@@ -266,11 +272,10 @@ class LlamaCppEngine:
             self._scheduler.inbox.put(None)
 
     def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
-        chain = build_chain(request.sampling, self._model, self._n_vocab)
+        chain = build_chain(request.sampling, self._model, self._n_vocab, self.info.context_length)
         if chain.history_stages:
-            # The repetition window covers the prompt's tail too, as llama-server does.
-            window = request.sampling.repetition_penalty_range
-            chain.accept_history(request.prompt_tokens[-window:] if window > 0 else request.prompt_tokens)
+            # The repetition windows cover the prompt too, as llama-server does.
+            chain.accept_history(request.prompt_tokens)
         return chain
 
 

@@ -15,9 +15,10 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
-from llama_cpp.llama_grammar import JSON_GBNF, json_schema_to_gbnf
+from llama_cpp.llama_grammar import JSON_GBNF
 
 from homeport.engines.base import Grammar, SamplingParams, TopLogprobs
+from homeport.engines.llama_cpp.json_grammar import json_schema_to_gbnf
 
 
 def to_gbnf(grammar: Grammar) -> str:
@@ -62,10 +63,15 @@ def _n(chain: _internals.LlamaSampler) -> int:
 
 
 def build_chain(
-    params: SamplingParams, model: _internals.LlamaModel, n_vocab: int, *, select: bool = True
+    params: SamplingParams, model: _internals.LlamaModel, n_vocab: int, context_length: int, *, select: bool = True
 ) -> SamplerChain:
     """The chain for `params`; with `select=False`, only the filtering stages (no final pick),
-    to read the distribution the samplers leave."""
+    to read the distribution the samplers leave. Penalty windows of 0 or -1 mean the whole
+    context (llama.cpp itself would read them as "off")."""
+
+    def window(n: int) -> int:
+        return n if n > 0 else context_length
+
     chain = _internals.LlamaSampler()
     history: list[int] = []
     if params.logit_bias:
@@ -86,7 +92,7 @@ def build_chain(
             history.append(_n(chain))
             chain.add_penalties(
                 n_vocab,
-                params.repetition_penalty_range,
+                window(params.repetition_penalty_range),
                 params.repetition_penalty,
                 params.frequency_penalty,
                 params.presence_penalty,
@@ -98,7 +104,7 @@ def build_chain(
                 params.dry_multiplier,
                 params.dry_base,
                 params.dry_allowed_length,
-                params.dry_penalty_last_n,
+                window(params.dry_penalty_last_n),
                 list(params.dry_sequence_breakers),
             )
         elif params.greedy:
