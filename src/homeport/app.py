@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from homeport import __version__
 from homeport.api.auth import require_api_key
 from homeport.api.errors import CatchAllMiddleware, install_error_handlers
-from homeport.api.routes import completions, health, internal, models
+from homeport.api.routes import completions, embeddings, health, internal, models
 from homeport.engines.base import TextEngine
 from homeport.services.container import Services
 from homeport.services.ids import now
@@ -28,6 +28,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
         try:
             yield
         finally:
+            app.state.services.embeddings.close()
             await engine.close()
 
     app = FastAPI(
@@ -49,7 +50,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, completions, internal):
+    for module in (models, completions, embeddings, internal):
         app.include_router(module.router, dependencies=protected)
     app.include_router(internal.admin_router)
     _mount_docs(app)

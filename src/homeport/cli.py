@@ -112,6 +112,11 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default 8)")
     model.add_argument("--max-queue", type=int, metavar="N", help="requests waiting for a slot before 503 (default 256)")
 
+    extra = parser.add_argument_group("embeddings and moderations")
+    extra.add_argument("--embedding-model", metavar="NAME", help="a path or a name under --model-dir (default all-MiniLM-L6-v2)")
+    extra.add_argument("--embedding-device", metavar="DEVICE", help="cpu | cuda | auto (default cpu)")
+    extra.add_argument("--moderation-threshold", type=float, metavar="X", help="score above which a category is flagged (0.5)")
+
     other = parser.add_argument_group("other")
     other.add_argument("--settings", type=Path, metavar="FILE", help="settings YAML file")
     other.add_argument(

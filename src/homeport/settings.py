@@ -26,10 +26,16 @@ _ENV_FIELDS: tuple[tuple[str, str], ...] = (
     ("OPENEDAI_CERT_PATH", "ssl_certfile"),
     ("OPENEDAI_KEY_PATH", "ssl_keyfile"),
     ("OPENEDAI_DEBUG", "debug"),
+    ("OPENEDAI_EMBEDDING_MODEL", "embedding_model"),
+    ("OPENEDAI_EMBEDDING_DEVICE", "embedding_device"),
 )
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # The reference API's settings.yaml spells the debug switch this way.
-_YAML_ALIASES: tuple[tuple[str, str], ...] = (("openai_debug", "debug"),)
+_YAML_ALIASES: tuple[tuple[str, str], ...] = (
+    ("openai_debug", "debug"),
+    ("openai_embedding_model", "embedding_model"),
+    ("openai_embedding_device", "embedding_device"),
+)
 # Never echo these back in an error message.
 _SECRET_FIELDS = frozenset({"api_key", "admin_key"})
 
@@ -56,6 +62,9 @@ class Settings(BaseModel):
     ubatch_size: int = Field(512, ge=1)  # tokens per llama.cpp compute pass
     parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
+    embedding_model: str | None = None  # a path or a name under model_dir; None = all-MiniLM-L6-v2
+    embedding_device: str = "cpu"  # cpu | cuda | auto
+    moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)  # category score above which text is flagged
     cors_origins: tuple[str, ...] = ("*",)
     debug: bool = False
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from homeport.engines.base import TextEngine
+from homeport.engines.embeddings import EmbedderConfig
 from homeport.services.chat import ChatPromptBuilder, ChatService
 from homeport.services.completions import CompletionService
+from homeport.services.embeddings import EmbeddingService
 from homeport.services.prompts.chat_templates import ChatTemplateLibrary, ChatTemplateRenderer
+from homeport.services.rerank import RerankService
 from homeport.services.internal import InternalService
+from homeport.services.moderations import ModerationService
 from homeport.services.presets import PresetLibrary
 from homeport.settings import Settings
 
@@ -22,6 +26,9 @@ class Services:
     completions: CompletionService
     chat: ChatService
     internal: InternalService
+    embeddings: EmbeddingService
+    moderations: ModerationService
+    rerank: RerankService
 
     @classmethod
     def build(cls, settings: Settings, engine: TextEngine) -> Services:
@@ -32,10 +39,16 @@ class Services:
         )
         presets = PresetLibrary(settings.user_data_dir / "presets")
         limits = {"debug": settings.debug, "max_queue": settings.max_queue}
+        embeddings = EmbeddingService.from_config(
+            EmbedderConfig(model=settings.embedding_model, device=settings.embedding_device, model_dir=settings.model_dir)
+        )
         return cls(
             settings=settings,
             engine=engine,
             completions=CompletionService(engine, presets, **limits),
             chat=ChatService(engine, prompts, presets, **limits),
             internal=InternalService(engine, settings.model_dir, presets),
+            embeddings=embeddings,
+            moderations=ModerationService(embeddings, threshold=settings.moderation_threshold),
+            rerank=RerankService(embeddings),
         )

