@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 
 from homeport.engines.base import TextEngine
-from homeport.errors import InvalidRequestError, UnsupportedParameterError
+from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
 from homeport.services import generation
 from homeport.services.generation import PreparedGeneration, Usage, debug_log
@@ -16,8 +18,12 @@ from homeport.services.ids import new_id, now
 from homeport.services.logprobs import LogprobFormatter
 from homeport.services.presets import PresetLibrary
 from homeport.services.reply import Reply
-from homeport.services.sampling import build_sampling
+from homeport.services.sampling import Sampling, build_sampling
 from homeport.services.streams import merge
+from homeport.services.chat_output import DeltaAssembler, assemble_message, finish_reason_for, parser_for_plan
+from homeport.services.reasoning import prompt_opens_reasoning
+from homeport.services.tool_calls import ToolCallParser, parser_for
+from homeport.services.tool_use import ToolPlan, plan_tools
 from homeport.services.prompts.chat_templates import ChatTemplate, ChatTemplateRenderer
 
 
@@ -30,7 +36,7 @@ class ChatPromptBuilder:
         self.bos_token = bos_token
         self.eos_token = eos_token
 
-    def build(self, messages: list[ChatMessage]) -> str:
+    def build(self, messages: list[ChatMessage], tools: list[dict] | None = None) -> str:
         normalized = [_normalize(i, message) for i, message in enumerate(messages)]
         return self.renderer.render(
             self.template,
@@ -38,6 +44,7 @@ class ChatPromptBuilder:
             add_generation_prompt=True,
             bos_token=self.bos_token,
             eos_token=self.eos_token,
+            tools=tools,
         )
 
 
@@ -77,19 +84,22 @@ class ChatService:
         self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
+        self.tool_parser = parser_for(prompts.template.source, engine.info.model_id)
 
     async def create(self, request: ChatCompletionRequest) -> Reply:
         request = self.presets.apply(request)
-        _refuse_unsupported(request)
+        if request.top_logprobs is not None and not request.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        plan = plan_tools(request)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
-        prompt = self.prompts.build(request.messages)
+        prompt = self.prompts.build(request.messages, list(plan.tools) if plan and plan.parses_calls else None)
         if self.debug:
             debug_log.info("chat prompt: %r", prompt)
         # A template that writes the BOS token itself must not get a second one from the tokenizer.
         starts_with_bos = bool(self.prompts.bos_token) and prompt.startswith(self.prompts.bos_token)
         tokens = await generation.tokenize(self.engine, prompt, add_special=not starts_with_bos)
-        sampling = build_sampling(request, self.engine)
+        sampling = self._sampling(request, plan)
         prepared = generation.prepare(
             self.engine,
             request,
@@ -100,19 +110,36 @@ class ChatService:
             request_id=response_id,
             sampling=sampling,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            render_special=bool(plan and plan.parses_calls) or "<|channel|>" in self.prompts.template.source,
         )
         choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
         formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
+        output = _Output(starts_in_reasoning=prompt_opens_reasoning(prompt), plan=plan,
+                         parser=parser_for_plan(plan, self.tool_parser))
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return Reply(self._stream(response_id, choices, formatter, include_usage), sampling.headers())
-        return Reply(await self._complete(response_id, choices, formatter), sampling.headers())
+            return Reply(self._stream(response_id, choices, formatter, output, include_usage), sampling.headers())
+        return Reply(await self._complete(response_id, choices, formatter, output), sampling.headers())
+
+    def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
+        sampling = build_sampling(request, self.engine)
+        forced = plan.grammar() if plan else None
+        if forced is None:
+            return sampling
+        if sampling.params.grammar is not None:
+            raise InvalidRequestError(
+                "a forced tool_choice cannot be combined with response_format or grammar_string", param="tool_choice"
+            )
+        problem = self.engine.check_grammar(forced)
+        if problem:
+            raise InvalidRequestError(f"a tool's parameters cannot be enforced: {problem}", param="tools")
+        return dataclasses.replace(sampling, params=dataclasses.replace(sampling.params, grammar=forced))
 
     def _envelope(self, response_id: str, created: int, obj: str) -> dict:
         return {"id": response_id, "object": obj, "created": created, "model": self.engine.info.model_id}
 
     async def _complete(
-        self, response_id: str, choices: list[PreparedGeneration], formatter: LogprobFormatter | None
+        self, response_id: str, choices: list[PreparedGeneration], formatter: LogprobFormatter | None, output: _Output
     ) -> dict:
         usage = Usage()
         async with asyncio.TaskGroup() as tasks:
@@ -122,9 +149,12 @@ class ChatService:
             result = task.result()
             if self.debug:
                 debug_log.info("chat output: %r", result.text)
-            message = {"role": "assistant", "content": result.text, "refusal": None}
+            message, called = assemble_message(
+                result.text, starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser
+            )
             logprobs = formatter.chat(result.tokens) if formatter else None
-            bodies.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": result.finish_reason})
+            finish_reason = finish_reason_for(called, output.plan, result.finish_reason)
+            bodies.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason})
         return {**self._envelope(response_id, now(), "chat.completion"), "choices": bodies, "usage": usage.to_dict()}
 
     async def _stream(
@@ -132,6 +162,7 @@ class ChatService:
         response_id: str,
         choices: list[PreparedGeneration],
         formatter: LogprobFormatter | None,
+        output: _Output,
         include_usage: bool,
     ) -> AsyncIterator[dict]:
         envelope = self._envelope(response_id, now(), "chat.completion.chunk")
@@ -144,24 +175,33 @@ class ChatService:
         for index in range(len(choices)):
             yield chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
         usage = Usage()
+        assemblers = [
+            DeltaAssembler(starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser)
+            for _ in choices
+        ]
         streams = [generation.run(self.engine, c, usage) for c in choices]
         async with aclosing(merge(streams)) as deltas:
             async for index, delta in deltas:
+                assembler = assemblers[index]
                 logprobs = formatter.chat(delta.tokens) if formatter and delta.tokens else None
-                if delta.text or logprobs:
-                    yield chunk(index, {"content": delta.text}, None, logprobs)
+                parts = assembler.feed(delta.text)
                 if delta.finish_reason is not None:
-                    yield chunk(index, {}, delta.finish_reason)
+                    parts += assembler.finish()
+                if logprobs and not parts:
+                    parts = [{"content": ""}]
+                for i, part in enumerate(parts):
+                    yield chunk(index, part, None, logprobs if i == 0 else None)
+                if delta.finish_reason is not None:
+                    finish = finish_reason_for(assembler.called_tools, output.plan, delta.finish_reason)
+                    yield chunk(index, {}, finish)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage.to_dict()}
 
 
-def _refuse_unsupported(request: ChatCompletionRequest) -> None:
-    if request.top_logprobs is not None and not request.logprobs:
-        raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
-    if request.tools or request.functions:
-        param = "tools" if request.tools else "functions"
-        raise UnsupportedParameterError("tool calling is not supported yet", param=param)
-    if request.tool_choice not in (None, "none") or request.function_call not in (None, "none"):
-        param = "tool_choice" if request.tool_choice not in (None, "none") else "function_call"
-        raise InvalidRequestError(f"{param} needs tools, and none were given", param=param)
+@dataclass(frozen=True)
+class _Output:
+    """How a request's raw output becomes messages: reasoning split, and which calls to look for."""
+
+    starts_in_reasoning: bool
+    plan: ToolPlan | None
+    parser: ToolCallParser | None

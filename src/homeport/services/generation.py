@@ -116,7 +116,10 @@ def prepare(
     sampling: Sampling | None = None,
     logprobs: int | None = None,
     prompt_logprobs: bool = False,
+    render_special: bool = False,
 ) -> PreparedGeneration:
+    """`render_special` keeps control tokens' text in the output even with skip_special_tokens
+    (tool-call and channel markers are control tokens in several families)."""
     if not prompt_tokens:
         raise InvalidRequestError(f"the {param} is empty", param=param)
     limit = context_limit(engine, fields)
@@ -131,7 +134,7 @@ def prepare(
         request_id=request_id,
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
-        render_special=not fields.skip_special_tokens,
+        render_special=render_special or not fields.skip_special_tokens,
     )
     return PreparedGeneration(
         request=request,

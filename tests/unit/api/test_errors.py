@@ -52,14 +52,6 @@ async def test_unknown_fields_are_accepted(client):
     assert (await client.http.post(CHAT, json=payload)).status_code == 200
 
 
-@pytest.mark.parametrize(
-    "payload,param",
-    [({"messages": USER, "tools": [{"type": "function", "function": {"name": "f"}}]}, "tools")],
-)
-async def test_parameters_not_supported_yet_are_refused_not_ignored(client, spec, payload, param):
-    assert_error(await client.http.post(CHAT, json=payload), 400, spec, param=param, code="unsupported_parameter")
-
-
 async def test_tool_choice_without_tools_is_400(client, spec):
     response = await client.http.post(CHAT, json={"messages": USER, "tool_choice": "required"})
     assert_error(response, 400, spec, param="tool_choice")

@@ -1,0 +1,127 @@
+"""Tools on a chat request: validating definitions and tool_choice, and forcing calls.
+
+`tool_choice: "required"` and a named function are enforced by constrained decoding: the output is
+held to a JSON call (or list of calls) whose `arguments` match the tool's parameter schema, so the
+arguments validate even on a model never trained for tools. `"auto"` leaves the model free and
+parses whatever call markup its family uses.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from homeport.engines.base import Grammar
+from homeport.errors import InvalidRequestError
+from homeport.schemas.chat import ChatCompletionRequest
+
+_NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
+_ANY_OBJECT = {"type": "object"}
+
+# The format forced calls are decoded in, parsed back by the generic parser.
+FORCED_FORMAT = "generic"
+
+
+@dataclass(frozen=True)
+class ToolPlan:
+    tools: tuple[dict, ...]  # OpenAI tool definitions, normalised (rendered through the template)
+    choice: Literal["none", "auto", "required", "named"]
+    forced_name: str | None
+    parallel: bool
+    legacy: bool = False  # sent as `functions`: answered with `function_call`, as OpenAI did
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(tool["function"]["name"] for tool in self.tools)
+
+    @property
+    def parses_calls(self) -> bool:
+        return self.choice != "none"
+
+    @property
+    def forced(self) -> bool:
+        return self.choice in ("required", "named")
+
+    def grammar(self) -> Grammar | None:
+        if not self.forced:
+            return None
+        calls = [_call_schema(tool) for tool in self.tools if self.forced_name in (None, tool["function"]["name"])]
+        one = calls[0] if len(calls) == 1 else {"anyOf": calls}
+        schema = {"type": "array", "items": one, "minItems": 1} if self.parallel and self.choice == "required" else one
+        return Grammar(kind="json_schema", source=json.dumps(schema))
+
+
+def _call_schema(tool: dict) -> dict:
+    function = tool["function"]
+    return {
+        "type": "object",
+        "properties": {"name": {"const": function["name"]}, "arguments": function.get("parameters") or _ANY_OBJECT},
+        "required": ["name", "arguments"],
+        "additionalProperties": False,
+    }
+
+
+def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
+    """The request's tools and how they may be used; None when it has none. Legacy `functions` /
+    `function_call` are mapped onto tools."""
+    tools, choice, tools_param, param = _raw(request)
+    if not tools:
+        if choice not in (None, "none"):
+            raise InvalidRequestError(f"{param} needs tools, and none were given", param=param)
+        return None
+    normalized = tuple(_normalized(i, tool, tools_param) for i, tool in enumerate(tools))
+    names = [t["function"]["name"] for t in normalized]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise InvalidRequestError(f"tool {duplicate!r} is defined twice", param="tools")
+    mode, forced_name = _choice(choice, names, param)
+    legacy = tools_param == "functions"
+    parallel = getattr(request, "parallel_tool_calls", None) is not False and not legacy
+    return ToolPlan(tools=normalized, choice=mode, forced_name=forced_name, parallel=parallel, legacy=legacy)
+
+
+def _raw(request: ChatCompletionRequest) -> tuple[list, object, str, str]:
+    """(tools, choice, the tools' field name, the choice's field name)."""
+    if request.tools or request.tool_choice is not None:
+        return list(request.tools or []), request.tool_choice, "tools", "tool_choice"
+    functions = [{"type": "function", "function": f} for f in request.functions or []]
+    call = request.function_call
+    if isinstance(call, dict):
+        call = {"type": "function", "function": {"name": call.get("name")}}
+    return functions, call, "functions", "function_call"
+
+
+def _normalized(index: int, tool: dict, param: str) -> dict:
+    where = f"{param}[{index}]"
+    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
+        raise InvalidRequestError("each tool must be {'type': 'function', 'function': {...}}", param=where)
+    function = tool["function"]
+    name = function.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise InvalidRequestError("a function name must be 1-64 letters, digits, '_', '-' or '.'", param=f"{where}.function.name")
+    parameters = function.get("parameters")
+    if parameters is not None and not isinstance(parameters, dict):
+        raise InvalidRequestError("function parameters must be a JSON schema object", param=f"{where}.function.parameters")
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": function.get("description") or "",
+            "parameters": parameters or {"type": "object", "properties": {}},
+        },
+    }
+
+
+def _choice(choice: object, names: list[str], param: str) -> tuple[str, str | None]:
+    if choice is None or choice == "auto":
+        return "auto", None
+    if choice in ("none", "required"):
+        return str(choice), None
+    if isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name") if choice.get("type", "function") == "function" else None
+        if name in names:
+            return "named", name
+        raise InvalidRequestError(f"{param} names {name!r}, which is not among the tools ({', '.join(names)})", param=param)
+    raise InvalidRequestError(f"{param} must be none, auto, required or a function", param=param)
