@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,22 +15,33 @@ from fastapi.staticfiles import StaticFiles
 from homeport import __version__
 from homeport.api.auth import require_api_key
 from homeport.api.errors import CatchAllMiddleware, install_error_handlers
-from homeport.api.routes import completions, embeddings, health, internal, models
+from homeport.api.routes import completions, embeddings, health, internal, models, prompts
 from homeport.engines.base import TextEngine
+from homeport.model_paths import ModelEntry
+from homeport.services.model_manager import EngineLoader
 from homeport.services.container import Services
 from homeport.services.ids import now
 from homeport.settings import Settings
 
 
-def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
+def create_app(
+    settings: Settings, engine: TextEngine, *, entry: ModelEntry | None = None, loader: EngineLoader | None = None
+) -> FastAPI:
+    """`engine`: the model loaded at start-up; `loader`: loads other models of the library on
+    demand (None serves that one model only)."""
+
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await engine.start()
+        models = app.state.services.models
+        await models.start()
+        idle_watch = asyncio.create_task(models.run_idle_watch()) if settings.idle_timeout else None
         try:
             yield
         finally:
+            if idle_watch is not None:
+                idle_watch.cancel()
             app.state.services.embeddings.close()
-            await engine.close()
+            await models.close()
 
     app = FastAPI(
         title="homeport",
@@ -39,7 +51,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
         docs_url=None,  # served below from local files: the default page loads its assets from a CDN
         redoc_url=None,
     )
-    app.state.services = Services.build(settings, engine)
+    app.state.services = Services.build(settings, engine, entry=entry, loader=loader)
     app.state.started_at = now()
 
     install_error_handlers(app)
@@ -50,7 +62,7 @@ def create_app(settings: Settings, engine: TextEngine) -> FastAPI:
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, completions, embeddings, internal):
+    for module in (models, completions, embeddings, internal, prompts):
         app.include_router(module.router, dependencies=protected)
     app.include_router(internal.admin_router)
     _mount_docs(app)

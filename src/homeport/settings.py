@@ -62,6 +62,9 @@ class Settings(BaseModel):
     ubatch_size: int = Field(512, ge=1)  # tokens per llama.cpp compute pass
     parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
+    max_loaded_models: int = Field(1, ge=1)  # past it, the least recently used idle model is unloaded
+    idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
+    model_aliases: dict[str, str] = {}  # request model name → a model in the library (e.g. gpt-4o-mini)
     embedding_model: str | None = None  # a path or a name under model_dir; None = all-MiniLM-L6-v2
     embedding_device: str = "cpu"  # cpu | cuda | auto
     moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)  # category score above which text is flagged
@@ -70,6 +73,7 @@ class Settings(BaseModel):
 
     @field_validator(
         "api_port", "ctx_size", "threads", "n_gpu_layers", "batch_size", "ubatch_size", "parallel", "max_queue",
+        "max_loaded_models",
         mode="before",
     )
     @classmethod
@@ -77,6 +81,20 @@ class Settings(BaseModel):
         # pydantic would turn YAML's `parallel: yes` into 1; that is a mistake, not a number.
         if isinstance(value, bool):
             raise PydanticCustomError("int_type", "Input should be a valid integer")
+        return value
+
+    @field_validator("model_aliases", mode="before")
+    @classmethod
+    def _aliases(cls, value: Any) -> Any:
+        # The CLI gives NAME=MODEL strings (repeatable flag); YAML gives a mapping.
+        if isinstance(value, list | tuple):
+            pairs = {}
+            for item in value:
+                name, sep, model = str(item).partition("=")
+                if not sep or not name.strip() or not model.strip():
+                    raise PydanticCustomError("alias", "expected NAME=MODEL, got {item!r}", {"item": item})
+                pairs[name.strip()] = model.strip()
+            return pairs
         return value
 
     @field_validator("listen_host", "api_key", "admin_key", "model", mode="before")

@@ -134,3 +134,11 @@ def test_mid_stream_failure_is_impossible_to_provoke_here_but_streams_end_with_d
         raw = http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "max_tokens": 3, "stream": True})
     _, done = parse_sse(raw.text)
     assert done
+
+
+def test_unknown_model_is_404_and_aliases_resolve(server, client, spec):
+    with server.http() as http:
+        response = http.post("/v1/completions", json={"model": "gpt-9000", "prompt": "x", "max_tokens": 2})
+        assert_error(response, 404, spec, "model_not_found")
+        assert http.get("/v1/models/m").json()["id"] == "gemma-3-270m-q4_k_m"
+    assert client.completions.create(model="gemma-3-270m-q4_k_m", prompt="Hi", max_tokens=2).model == "gemma-3-270m-q4_k_m"

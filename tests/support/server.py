@@ -15,6 +15,7 @@ import httpx
 import openai
 
 API_KEY = "integration-test-key"
+DEFAULT_MODEL_ID = "gemma-3-270m-q4_k_m"
 
 
 def free_port() -> int:

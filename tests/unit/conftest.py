@@ -14,10 +14,10 @@ from homeport.settings import Settings
 
 
 class AppClient:
-    def __init__(self, engine: FakeEngine, settings: Settings) -> None:
+    def __init__(self, engine: FakeEngine, settings: Settings, loader=None) -> None:
         self.engine = engine
         self.settings = settings
-        self.app = create_app(settings, engine)
+        self.app = create_app(settings, engine, loader=loader)
         self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://homeport")
 
     def openai(self, api_key: str = "sk-test") -> openai.AsyncOpenAI:
@@ -28,9 +28,9 @@ class AppClient:
 async def make_client(tmp_path) -> AsyncIterator[Callable[..., AppClient]]:
     clients: list[AppClient] = []
 
-    def make(engine: FakeEngine | None = None, **settings) -> AppClient:
+    def make(engine: FakeEngine | None = None, loader=None, **settings) -> AppClient:
         settings.setdefault("user_data_dir", tmp_path)
-        client = AppClient(engine or FakeEngine(), Settings(**settings))
+        client = AppClient(engine or FakeEngine(), Settings(**settings), loader)
         clients.append(client)
         return client
 

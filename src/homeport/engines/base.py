@@ -133,6 +133,8 @@ class TextEngine(Protocol):
 
     def stats(self) -> dict: ...
 
+    def effective_args(self) -> dict: ...  # the load arguments in effect (reference API names)
+
     def queue_depth(self) -> int: ...  # generations submitted and still waiting for a slot
 
     def stop(self, request_id: str | None = None) -> int: ...  # finish generations cleanly; how many

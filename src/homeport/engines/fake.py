@@ -71,6 +71,9 @@ class FakeEngine:
     def stats(self) -> dict:
         return {**self._stats.snapshot(), "queued": self.queue_depth()}
 
+    def effective_args(self) -> dict:
+        return {"ctx_size": self.info.context_length}
+
     def queue_depth(self) -> int:
         return self.queued
 

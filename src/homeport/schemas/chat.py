@@ -4,9 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import AliasChoices, Field, model_validator
 
 from homeport.schemas.common import SamplingFields, WireModel
+
+
+DEFAULT_CHAT_INSTRUCT_COMMAND = (
+    'Continue the chat dialogue below. Write a single reply for the character "<|character|>".\n\n<|prompt|>'
+)
 
 
 class TextPart(WireModel):
@@ -46,6 +51,27 @@ class ChatCompletionRequest(SamplingFields):
     tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
+    enable_thinking: bool = True
+    reasoning_effort: str | None = None
+
+    # The reference API's prompt-building fields (text-generation-webui): modes, templates, characters.
+    mode: Literal["instruct", "chat", "chat-instruct"] = "instruct"
+    instruction_template: str | None = None  # a name under user_data/instruction-templates
+    instruction_template_str: str | None = None  # Jinja, or that folder's YAML format
+    chat_template_str: str | None = None  # the chat-mode template (name1/name2 lines)
+    character: str | None = None  # a name under user_data/characters; None: "Assistant"
+    # Both spellings work (the reference accepts only name1/name2 and silently drops the others).
+    name1: str | None = Field(default=None, validation_alias=AliasChoices("name1", "user_name"))
+    name2: str | None = Field(default=None, validation_alias=AliasChoices("name2", "bot_name"))
+    user_bio: str | None = None
+    context: str | None = None  # replaces the character's context
+    greeting: str | None = None  # read for compatibility; like the reference, not part of the prompt
+    chat_instruct_command: str = Field(
+        default=DEFAULT_CHAT_INSTRUCT_COMMAND,
+        validation_alias=AliasChoices("chat_instruct_command", "chat-instruct_command"),
+    )
+    continue_: bool = Field(default=False, validation_alias=AliasChoices("continue_", "continue"))
 
     def token_limit(self) -> int | None:
         return self.max_completion_tokens if self.max_completion_tokens is not None else self.max_tokens

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
 from homeport.engines.base import TextEngine
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest, ChatMessage, TextPart
+from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services import generation
 from homeport.services.generation import PreparedGeneration, Usage, debug_log
 from homeport.services.ids import new_id, now
@@ -21,59 +20,16 @@ from homeport.services.reply import Reply
 from homeport.services.sampling import Sampling, build_sampling
 from homeport.services.streams import merge
 from homeport.services.chat_output import DeltaAssembler, assemble_message, finish_reason_for, parser_for_plan
-from homeport.services.reasoning import prompt_opens_reasoning
 from homeport.services.tool_calls import ToolCallParser, parser_for
 from homeport.services.tool_use import ToolPlan, plan_tools
-from homeport.services.prompts.chat_templates import ChatTemplate, ChatTemplateRenderer
-
-
-class ChatPromptBuilder:
-    """Turns OpenAI messages into the model's prompt text through its chat template."""
-
-    def __init__(self, template: ChatTemplate, renderer: ChatTemplateRenderer, *, bos_token: str, eos_token: str) -> None:
-        self.template = template
-        self.renderer = renderer
-        self.bos_token = bos_token
-        self.eos_token = eos_token
-
-    def build(self, messages: list[ChatMessage], tools: list[dict] | None = None) -> str:
-        normalized = [_normalize(i, message) for i, message in enumerate(messages)]
-        return self.renderer.render(
-            self.template,
-            normalized,
-            add_generation_prompt=True,
-            bos_token=self.bos_token,
-            eos_token=self.eos_token,
-            tools=tools,
-        )
-
-
-def _normalize(index: int, message: ChatMessage) -> dict:
-    """One message as templates expect it: a known role and plain-string content."""
-    content = message.content
-    if isinstance(content, list):
-        if any(not isinstance(part, TextPart) for part in content):
-            raise InvalidRequestError(
-                "this model does not accept images; send text content only",
-                param=f"messages[{index}].content",
-            )
-        content = "\n".join(part.text for part in content)
-    if content is None:
-        # An assistant turn that only called tools: keep the calls visible to the model as text.
-        content = json.dumps([call.get("function", call) for call in message.tool_calls or []], ensure_ascii=False)
-    normalized = {"role": "system" if message.role == "developer" else message.role, "content": content}
-    if message.name:
-        normalized["name"] = message.name
-    if message.tool_call_id:
-        normalized["tool_call_id"] = message.tool_call_id
-    return normalized
+from homeport.services.prompts import BuiltPrompt, ChatPromptService
 
 
 class ChatService:
     def __init__(
         self,
         engine: TextEngine,
-        prompts: ChatPromptBuilder,
+        prompts: ChatPromptService,
         presets: PresetLibrary,
         *,
         debug: bool = False,
@@ -84,7 +40,6 @@ class ChatService:
         self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
-        self.tool_parser = parser_for(prompts.template.source, engine.info.model_id)
 
     async def create(self, request: ChatCompletionRequest) -> Reply:
         request = self.presets.apply(request)
@@ -93,33 +48,48 @@ class ChatService:
         plan = plan_tools(request)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
-        prompt = self.prompts.build(request.messages, list(plan.tools) if plan and plan.parses_calls else None)
+        built = await self._build_prompt(request, plan)
+        prompt = built.text
         if self.debug:
             debug_log.info("chat prompt: %r", prompt)
         # A template that writes the BOS token itself must not get a second one from the tokenizer.
-        starts_with_bos = bool(self.prompts.bos_token) and prompt.startswith(self.prompts.bos_token)
-        tokens = await generation.tokenize(self.engine, prompt, add_special=not starts_with_bos)
+        bos = self.engine.info.bos_token
+        tokens = await generation.tokenize(self.engine, prompt, add_special=not (bos and prompt.startswith(bos)))
         sampling = self._sampling(request, plan)
         prepared = generation.prepare(
             self.engine,
             request,
             tokens,
             max_tokens=request.token_limit(),
-            stops=[*self.prompts.template.stop, *request.stop_strings()],
+            stops=[*built.stops, *request.stop_strings()],
             param="messages",
             request_id=response_id,
             sampling=sampling,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
-            render_special=bool(plan and plan.parses_calls) or "<|channel|>" in self.prompts.template.source,
+            render_special=bool(plan and plan.parses_calls) or "<|channel|>" in built.template_source,
         )
         choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
         formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
-        output = _Output(starts_in_reasoning=prompt_opens_reasoning(prompt), plan=plan,
-                         parser=parser_for_plan(plan, self.tool_parser))
+        model_parser = parser_for(built.template_source, self.engine.info.model_id)
+        output = _Output(
+            starts_in_reasoning=built.starts_in_reasoning, plan=plan, parser=parser_for_plan(plan, model_parser)
+        )
         if request.stream:
             include_usage = bool(request.stream_options and request.stream_options.include_usage)
             return Reply(self._stream(response_id, choices, formatter, output, include_usage), sampling.headers())
         return Reply(await self._complete(response_id, choices, formatter, output), sampling.headers())
+
+    async def _build_prompt(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> BuiltPrompt:
+        """The prompt, with the oldest turns dropped when the history does not fit the context
+        (less the room asked for the reply). Rendering and counting tokens is CPU work: in a thread."""
+        limit = generation.context_limit(self.engine, request)
+        budget = limit - (request.token_limit() or 1)
+        tools = list(plan.tools) if plan and plan.parses_calls else None
+
+        def count(text: str) -> int:
+            return len(self.engine.tokenize(text, add_special=False))
+
+        return await asyncio.to_thread(self.prompts.build, request, tools=tools, count_tokens=count, budget=budget)
 
     def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
         sampling = build_sampling(request, self.engine)

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from pathlib import Path
-
 from homeport.engines.base import TextEngine
-from homeport.model_paths import available_models
 from homeport.schemas.internal import LogitsRequest
 from homeport.services.generation import check_token_ids, tokenize
 from homeport.services.presets import PresetLibrary
@@ -15,9 +12,8 @@ from homeport.services.sampling import build_sampling
 
 
 class InternalService:
-    def __init__(self, engine: TextEngine, model_dir: Path, presets: PresetLibrary) -> None:
+    def __init__(self, engine: TextEngine, presets: PresetLibrary) -> None:
         self.engine = engine
-        self.model_dir = model_dir
         self.presets = presets
 
     async def encode(self, text: str) -> dict:
@@ -31,21 +27,6 @@ class InternalService:
     async def count(self, text: str) -> dict:
         tokens = await asyncio.to_thread(self.engine.tokenize, text)
         return {"length": len(tokens)}
-
-    def model_info(self) -> dict:
-        info = self.engine.info
-        return {
-            "model_name": info.model_id,
-            "lora_names": [],
-            "loader": info.loader,
-            "context_length": info.context_length,
-            "generation": self.engine.stats(),
-        }
-
-    async def model_list(self) -> dict:
-        on_disk = await asyncio.to_thread(available_models, self.model_dir)
-        loaded = self.engine.info.model_id
-        return {"model_names": [loaded, *(name for name in on_disk if name != loaded)]}
 
     def stop_generation(self, response_id: str | None) -> None:
         self.engine.stop(response_id)

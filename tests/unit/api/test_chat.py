@@ -82,10 +82,10 @@ async def test_max_completion_tokens_wins(make_client):
 async def test_official_client_chat_and_stream(make_client):
     client = make_client(FakeEngine(script="Bonjour!"))
     oai = client.openai()
-    result = await oai.chat.completions.create(model="x", messages=[{"role": "user", "content": "Hi"}])
+    result = await oai.chat.completions.create(model="fake-model", messages=[{"role": "user", "content": "Hi"}])
     assert result.choices[0].message.content == "Bonjour!"
     stream = await oai.chat.completions.create(
-        model="x", messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "Hi"}], stream=True
+        model="fake-model", messages=[{"role": "system", "content": "s"}, {"role": "user", "content": "Hi"}], stream=True
     )
     text = "".join([c.choices[0].delta.content or "" async for c in stream if c.choices])
     assert text == "Bonjour!"

@@ -121,7 +121,7 @@ async def test_same_seed_same_text(client):
 async def test_official_client_completion_and_stream(make_client):
     client = make_client(FakeEngine(script="fine"))
     oai = client.openai()
-    result = await oai.completions.create(model="anything", prompt="Hi", max_tokens=10)
+    result = await oai.completions.create(model="fake-model", prompt="Hi", max_tokens=10)
     assert result.choices[0].text == "fine" and result.usage.total_tokens == 8
-    stream = await oai.completions.create(model="anything", prompt="Hi", max_tokens=10, stream=True)
+    stream = await oai.completions.create(model="fake-model", prompt="Hi", max_tokens=10, stream=True)
     assert "".join([chunk.choices[0].text async for chunk in stream]) == "fine"

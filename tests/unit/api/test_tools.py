@@ -129,11 +129,11 @@ async def test_legacy_functions_get_a_function_call(make_client):
 async def test_official_client_tool_round_trip(make_client):
     _, client = qwen(make_client, HERMES_CALLS)
     oai = client.openai()
-    first = await oai.chat.completions.create(model="m", messages=USER, tools=[WEATHER])
+    first = await oai.chat.completions.create(model=QWEN, messages=USER, tools=[WEATHER])
     call = first.choices[0].message.tool_calls[0]
     messages = USER + [first.choices[0].message.model_dump(exclude_none=True),
                        {"role": "tool", "tool_call_id": call.id, "content": "18°C, sunny"}]
-    second = await oai.chat.completions.create(model="m", messages=messages, tools=[WEATHER])
+    second = await oai.chat.completions.create(model=QWEN, messages=messages, tools=[WEATHER])
     assert second.choices[0].finish_reason in ("tool_calls", "stop")
 
 

@@ -4,31 +4,39 @@ from fastapi import APIRouter, Request
 
 from homeport.api.routes.deps import services
 from homeport.errors import ModelNotFoundError
+from homeport.model_paths import ModelEntry
+from homeport.services.model_manager import LoadedModel
 
 router = APIRouter(tags=["models"])
 
 
-def _card(request: Request) -> dict:
-    info = services(request).engine.info
-    return {
-        "id": info.model_id,
+def _card(request: Request, entry: ModelEntry, loaded: LoadedModel | None) -> dict:
+    card = {
+        "id": entry.id,
         "object": "model",
         "created": request.app.state.started_at,
         "owned_by": "homeport",
-        "loaded": True,
-        "context_length": info.context_length,
-        "loader": info.loader,
+        "loaded": loaded is not None,
+        "format": entry.format,
+        "size_bytes": entry.size_bytes,
     }
+    if loaded is not None:
+        card["context_length"] = loaded.engine.info.context_length
+        card["loader"] = loaded.engine.info.loader
+    return card
 
 
-@router.get("/v1/models", summary="List the models")
+@router.get("/v1/models", summary="Every available model, loaded ones first")
 async def list_models(request: Request) -> dict:
-    return {"object": "list", "data": [_card(request)]}
+    listing = services(request).models.listing()
+    return {"object": "list", "data": [_card(request, entry, loaded) for entry, loaded in listing]}
 
 
 @router.get("/v1/models/{model_id:path}", summary="One model (ids may contain '/')")
 async def retrieve_model(model_id: str, request: Request) -> dict:
-    card = _card(request)
-    if model_id != card["id"]:
-        raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")
-    return card
+    models = services(request).models
+    wanted = models.aliases.get(model_id, model_id)
+    for entry, loaded in models.listing():
+        if wanted == entry.id:
+            return _card(request, entry, loaded)
+    raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")

@@ -53,7 +53,26 @@ class LlamaCppConfig:
     batch_size: int = 512  # prompt tokens per step
     ubatch_size: int = 512  # tokens per llama.cpp compute pass
     parallel: int = 8  # sequences decoded together
+    threads_batch: int = 0  # 0: as threads
+    cache_type: str = "fp16"  # KV cache: fp16 | q8_0 | q4_0
+    flash_attn: bool | None = None  # None: llama.cpp decides
+    rope_freq_base: float = 0.0  # 0: the model's
+    use_mmap: bool = True
+    use_mlock: bool = False
     verbose: bool = False
+
+    def effective_args(self) -> dict:
+        """The load arguments in effect, in the reference API's names (for model/info)."""
+        return {
+            "ctx_size": self.ctx_size, "n_gpu_layers": self.n_gpu_layers, "threads": self.threads,
+            "threads_batch": self.threads_batch, "batch_size": self.batch_size, "ubatch_size": self.ubatch_size,
+            "parallel": self.parallel, "cache_type": self.cache_type, "flash_attn": self.flash_attn,
+            "rope_freq_base": self.rope_freq_base, "no_mmap": not self.use_mmap, "mlock": self.use_mlock,
+        }
+
+
+_KV_TYPES = {"fp16": llama_cpp.GGML_TYPE_F16, "f16": llama_cpp.GGML_TYPE_F16,
+             "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 
 class LlamaCppEngine:
@@ -105,6 +124,11 @@ class LlamaCppEngine:
             raise StartupError(f"model file not found: {config.path}")
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers < 0 else config.n_gpu_layers
+        if not config.use_mmap or config.use_mlock:  # otherwise llama.cpp's own default (auto)
+            model_params.load_mode = (
+                (llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE)
+                | (llama_cpp.LLAMA_LOAD_MODE_MLOCK if config.use_mlock else 0)
+            )
         try:
             model = _internals.LlamaModel(path_model=str(config.path), params=model_params, verbose=config.verbose)
         except ValueError:
@@ -121,7 +145,12 @@ class LlamaCppEngine:
         ctx_params.n_batch = n_batch + config.parallel  # a step: a prompt budget plus one token per sequence
         ctx_params.n_ubatch = min(config.ubatch_size, ctx_params.n_batch)
         ctx_params.n_threads = threads
-        ctx_params.n_threads_batch = threads
+        ctx_params.n_threads_batch = config.threads_batch or threads
+        ctx_params.type_k = ctx_params.type_v = _KV_TYPES[config.cache_type]
+        if config.flash_attn is not None:
+            ctx_params.flash_attn_type = 1 if config.flash_attn else 0
+        if config.rope_freq_base:
+            ctx_params.rope_freq_base = config.rope_freq_base
         ctx_params.no_perf = True
         try:
             ctx = _internals.LlamaContext(model=model, params=ctx_params, verbose=config.verbose)
@@ -213,6 +242,9 @@ class LlamaCppEngine:
 
     def stats(self) -> dict:
         return {**self._stats.snapshot(), "queued": self.queue_depth()}
+
+    def effective_args(self) -> dict:
+        return {**self.config.effective_args(), "ctx_size": self.info.context_length}
 
     # ---- generation (event-loop side) ------------------------------------------------------
 

@@ -1,5 +1,6 @@
-"""Prompt building: chat templates (and, beside them, whatever else turns messages into a prompt)."""
+"""Prompt building: chat templates, instruction templates, characters, modes and truncation."""
 
+from homeport.services.prompts.builder import BuiltPrompt, ChatPromptService
 from homeport.services.prompts.chat_templates import (
     ChatTemplate,
     ChatTemplateLibrary,
@@ -7,4 +8,11 @@ from homeport.services.prompts.chat_templates import (
     infer_stop_markers,
 )
 
-__all__ = ["ChatTemplate", "ChatTemplateLibrary", "ChatTemplateRenderer", "infer_stop_markers"]
+__all__ = [
+    "BuiltPrompt",
+    "ChatPromptService",
+    "ChatTemplate",
+    "ChatTemplateLibrary",
+    "ChatTemplateRenderer",
+    "infer_stop_markers",
+]

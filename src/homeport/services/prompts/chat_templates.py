@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import pathlib
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime
 from importlib import resources
@@ -28,6 +30,9 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from homeport.errors import ChatTemplateError
 
 _BUILTIN_TABLE = "builtin_templates.yaml"
+# Requests may send their own templates (instruction_template_str, chat_template_str): the cache of
+# compiled ones is bounded so that a stream of distinct templates cannot grow memory without end.
+_COMPILED_CACHE_SIZE = 64
 _ENTRY_KEYS = frozenset({"name", "pattern", "stop", "template"})
 
 # End-of-turn (or end-of-text) markers that, when a template writes them, the model will write
@@ -86,6 +91,10 @@ class ChatTemplateLibrary:
         # Unreachable with the shipped table (its last pattern matches everything).
         return self._entries[-1].template
 
+    def names(self) -> list[str]:
+        """Every entry's name, user entries first, each name once."""
+        return list(dict.fromkeys(entry.template.name for entry in self._entries))
+
     def by_name(self, name: str) -> ChatTemplate:
         """The table entry called `name` (user entries shadow built-ins); KeyError if none is."""
         for entry in self._entries:
@@ -99,7 +108,9 @@ class ChatTemplateRenderer:
 
     def __init__(self) -> None:
         self._env = _new_environment()
-        self._compiled: dict[str, jinja2.Template] = {}  # keyed by source: a model's template is compiled once
+        # Keyed by source, least recently used first: a model's template is compiled once.
+        self._compiled: OrderedDict[str, jinja2.Template] = OrderedDict()
+        self._lock = threading.Lock()  # prompts are built in worker threads
 
     def render(
         self,
@@ -134,19 +145,25 @@ class ChatTemplateRenderer:
             ) from None
 
     def _compile(self, template: ChatTemplate) -> jinja2.Template:
-        compiled = self._compiled.get(template.source)
-        if compiled is None:
-            try:
-                compiled = self._env.from_string(template.source)
-            except jinja2.TemplateSyntaxError as exc:
-                raise ChatTemplateError(
-                    f"chat template {template.name!r} has a syntax error at line {exc.lineno}: {exc.message}"
-                ) from None
-            except jinja2.TemplateError as exc:
-                raise ChatTemplateError(
-                    f"chat template {template.name!r} cannot be compiled ({type(exc).__name__})"
-                ) from None
+        with self._lock:
+            compiled = self._compiled.get(template.source)
+            if compiled is not None:
+                self._compiled.move_to_end(template.source)
+                return compiled
+        try:
+            compiled = self._env.from_string(template.source)
+        except jinja2.TemplateSyntaxError as exc:
+            raise ChatTemplateError(
+                f"chat template {template.name!r} has a syntax error at line {exc.lineno}: {exc.message}"
+            ) from None
+        except jinja2.TemplateError as exc:
+            raise ChatTemplateError(
+                f"chat template {template.name!r} cannot be compiled ({type(exc).__name__})"
+            ) from None
+        with self._lock:
             self._compiled[template.source] = compiled
+            while len(self._compiled) > _COMPILED_CACHE_SIZE:
+                self._compiled.popitem(last=False)
         return compiled
 
 
