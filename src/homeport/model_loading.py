@@ -98,3 +98,23 @@ def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> 
         verbose=settings.debug,
     )
     return LlamaCppEngine.load(config)
+
+
+class LibraryLoader:
+    """Loads models of the library for the model manager, with a cheap check first."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, entry: ModelEntry, args: dict[str, Any]) -> TextEngine:
+        return load_engine(entry, self.settings, args)
+
+    def check(self, entry: ModelEntry) -> None:
+        """Reads the file's vocabulary only (fast): a corrupt or foreign file fails here."""
+        if entry.format != "gguf":
+            raise UnsupportedParameterError(
+                f"{entry.id} is a {entry.format} model; only GGUF models can be served yet", param="model"
+            )
+        from homeport.engines.llama_cpp.engine import check_gguf
+
+        check_gguf(entry.path)

@@ -31,7 +31,7 @@ def serve(settings: Settings) -> int:
     import uvicorn
 
     from homeport.app import create_app
-    from homeport.model_loading import load_engine
+    from homeport.model_loading import LibraryLoader, load_engine
     from homeport.model_paths import resolve_model
 
     location = resolve_model(settings)
@@ -42,7 +42,7 @@ def serve(settings: Settings) -> int:
         engine = load_engine(location, settings, {})
     except HomeportError as exc:  # e.g. a model format no engine serves yet
         raise StartupError(exc.message) from None
-    app = create_app(settings, engine, entry=location, loader=lambda entry, args: load_engine(entry, settings, args))
+    app = create_app(settings, engine, entry=location, loader=LibraryLoader(settings))
     scheme = "https" if settings.ssl_certfile else "http"
     log.info(
         "serving %s (context %d) on %s://%s:%d/v1",

@@ -81,22 +81,23 @@ class DeltaAssembler:
             calls = [c for c in part.tool_calls if self._parallel or c.index == 0]
             if calls:
                 self.called_tools = True
-                if self._legacy:
-                    deltas += [{"function_call": self._call_delta(c)["function"]} for c in calls]
-                else:
-                    deltas.append({"tool_calls": [self._call_delta(c) for c in calls]})
+                for call in calls:
+                    # As OpenAI streams them: the id and name first, then the arguments.
+                    opening, arguments = self._call_deltas(call)
+                    for item in (opening, arguments):
+                        if item is not None:
+                            deltas.append({"function_call": item["function"]} if self._legacy else {"tool_calls": [item]})
         return deltas
 
     @staticmethod
-    def _call_delta(delta) -> dict:
-        item: dict = {"index": delta.index}
-        if delta.id is not None:
-            item["id"] = delta.id
-            item["type"] = "function"
-        function: dict = {}
-        if delta.name is not None:
-            function["name"] = delta.name
-        if delta.arguments or delta.name is not None:
-            function["arguments"] = delta.arguments
-        item["function"] = function
-        return item
+    def _call_deltas(delta) -> tuple[dict | None, dict | None]:
+        """(the opening delta with id and name and empty arguments, the arguments delta)."""
+        opening = None
+        if delta.id is not None or delta.name is not None:
+            opening = {"index": delta.index, "function": {"arguments": ""}}
+            if delta.id is not None:
+                opening.update(id=delta.id, type="function")
+            if delta.name is not None:
+                opening["function"]["name"] = delta.name
+        arguments = {"index": delta.index, "function": {"arguments": delta.arguments}} if delta.arguments else None
+        return opening, arguments

@@ -25,7 +25,8 @@ from homeport.model_paths import ModelEntry, ModelLibrary
 
 log = logging.getLogger(__name__)
 ModelServices = TypeVar("ModelServices")
-EngineLoader = Callable[[ModelEntry, dict[str, Any]], TextEngine]  # blocking
+# Blocking. It may also have a `check(entry)` method: a quick test run before others are evicted.
+EngineLoader = Callable[[ModelEntry, dict[str, Any]], TextEngine]
 
 
 @dataclass(eq=False)
@@ -64,6 +65,8 @@ class ModelManager(Generic[ModelServices]):
         self._loaded: dict[str, LoadedModel[ModelServices]] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()  # guards _loaded/_loading changes, not the loads themselves
+        # One load at a time: two loads in parallel could both find room and overshoot max_loaded.
+        self._load_lock = asyncio.Lock()
 
     # ---- lookup ----------------------------------------------------------------------------
 
@@ -131,18 +134,23 @@ class ModelManager(Generic[ModelServices]):
             raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")
         if self._loader is None:
             raise ServiceUnavailableError(f"the model '{model_id}' is not loaded and this server cannot load models")
-        await self._make_room()
-        log.info("loading model %s", entry.id)
-        try:
-            engine = await asyncio.to_thread(self._loader, entry, args)
-        except HomeportError:
-            raise
-        except StartupError as exc:
-            raise InvalidRequestError(f"cannot load {entry.id}: {exc}", param="model", code="model_load_failed") from None
-        await engine.start()
-        model = LoadedModel(entry=entry, engine=engine, services=self._build_services(engine, template), args=args)
-        self._loaded[entry.id] = model
-        return model
+        async with self._load_lock:
+            check = getattr(self._loader, "check", None)
+            try:
+                if check is not None:
+                    # A file that cannot load must not cost a loaded model its place.
+                    await asyncio.to_thread(check, entry)
+                await self._make_room()
+                log.info("loading model %s", entry.id)
+                engine = await asyncio.to_thread(self._loader, entry, args)
+            except HomeportError:
+                raise
+            except StartupError as exc:
+                raise InvalidRequestError(f"cannot load {entry.id}: {exc}", param="model", code="model_load_failed") from None
+            await engine.start()
+            model = LoadedModel(entry=entry, engine=engine, services=self._build_services(engine, template), args=args)
+            self._loaded[entry.id] = model
+            return model
 
     async def _make_room(self) -> None:
         while len(self._loaded) >= self.max_loaded:

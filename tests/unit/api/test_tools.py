@@ -55,13 +55,15 @@ async def test_auto_tool_calls_stream_name_first_then_arguments(make_client, spe
     calls: dict[int, dict] = {}
     for chunk in chunks:
         for delta in chunk["choices"][0]["delta"].get("tool_calls", []):
-            entry = calls.setdefault(delta["index"], {"name": None, "arguments": "", "id": None})
+            entry = calls.setdefault(delta["index"], {"name": None, "arguments": "", "id": None, "deltas": 0})
+            entry["deltas"] += 1
             if "id" in delta:
                 assert entry["id"] is None and entry["arguments"] == ""  # id and name come first, once
                 entry["id"], entry["name"] = delta["id"], delta["function"]["name"]
             entry["arguments"] += delta["function"].get("arguments", "")
     assert [calls[i]["name"] for i in sorted(calls)] == ["get_weather", "get_time"]
     assert json.loads(calls[0]["arguments"]) == {"city": "Paris"}
+    assert calls[0]["deltas"] == 2  # the name first (empty arguments), then the arguments
     assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
     assert not any(c["choices"][0]["delta"].get("content") for c in chunks)
 

@@ -311,5 +311,16 @@ class LlamaCppEngine:
         return chain
 
 
+def check_gguf(path: Path) -> None:
+    """Raises StartupError unless llama.cpp can read the file's vocabulary (a cheap validity check)."""
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    with suppress_stdout_stderr(disable=False):
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        raise StartupError(f"cannot load model {path}: not a valid GGUF file")
+    llama_cpp.llama_model_free(model)
+
+
 def _default_threads() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
