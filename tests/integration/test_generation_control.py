@@ -102,7 +102,8 @@ def test_json_object_and_grammar_string(server, client):
         tons: int
 
     parsed = client.chat.completions.parse(
-        model="m", messages=[{"role": "user", "content": "Name a ship as JSON."}], max_tokens=80, response_format=Ship,
+        model="m", messages=[{"role": "user", "content": "Name a ship as JSON."}], max_tokens=300, temperature=0,
+        response_format=Ship,
     )
     ship = parsed.choices[0].message.parsed
     assert isinstance(ship, Ship) and isinstance(ship.tons, int)

@@ -44,7 +44,8 @@ def test_forced_tool_call_round_trip_with_the_official_client(client):
 
 def test_required_tool_choice_streams_valid_arguments(client):
     stream = client.chat.completions.create(
-        model="m", messages=MESSAGES, tools=[WEATHER], tool_choice="required", max_tokens=120, stream=True,
+        model="m", messages=MESSAGES, tools=[WEATHER], tool_choice="required", max_tokens=400, stream=True,
+        temperature=0,
     )
     arguments, names, finish = {}, {}, None
     for chunk in stream:
@@ -65,5 +66,7 @@ def test_parse_with_a_pydantic_model(client):
         city: str
         days: int
 
-    parsed = client.chat.completions.parse(model="m", messages=MESSAGES, response_format=Forecast, max_tokens=60)
+    parsed = client.chat.completions.parse(
+        model="m", messages=MESSAGES, response_format=Forecast, max_tokens=300, temperature=0
+    )
     assert isinstance(parsed.choices[0].message.parsed, Forecast)

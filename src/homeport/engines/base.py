@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 FinishReason = Literal["stop", "length"]
@@ -150,6 +151,11 @@ class TextEngine(Protocol):
     async def distribution(
         self, prompt_tokens: list[int], sampling: SamplingParams | None, top_n: int
     ) -> list[tuple[int, float]]: ...  # next-token probabilities, before (None) or after the samplers
+
+    @property
+    def lora_names(self) -> list[str]: ...  # the applied LoRA adapters, in order
+
+    async def set_loras(self, adapters: list[tuple[Path, float]]) -> None: ...  # (file, scale) each; [] removes all
 
     async def start(self) -> None: ...
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 from homeport.engines.base import (
     GenerationRequest,
@@ -57,6 +58,7 @@ class FakeEngine:
         self.queued = 0  # tests set this to simulate a backlog
         self.fim = fim
         self.requests: list[GenerationRequest] = []  # what generate() was asked, for assertions
+        self.loras: list[tuple[Path, float]] = []  # what set_loras() applied, for assertions
 
     @property
     def vocab_size(self) -> int:
@@ -67,6 +69,13 @@ class FakeEngine:
 
     async def close(self) -> None:
         return None
+
+    @property
+    def lora_names(self) -> list[str]:
+        return [path.stem for path, _ in self.loras]
+
+    async def set_loras(self, adapters: list[tuple[Path, float]]) -> None:
+        self.loras = list(adapters)
 
     def stats(self) -> dict:
         return {**self._stats.snapshot(), "queued": self.queue_depth()}

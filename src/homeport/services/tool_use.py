@@ -22,6 +22,7 @@ _ANY_OBJECT = {"type": "object"}
 
 # The format forced calls are decoded in, parsed back by the generic parser.
 FORCED_FORMAT = "generic"
+MAX_PARALLEL_CALLS = 8
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,9 @@ class ToolPlan:
             return None
         calls = [_call_schema(tool) for tool in self.tools if self.forced_name in (None, tool["function"]["name"])]
         one = calls[0] if len(calls) == 1 else {"anyOf": calls}
-        schema = {"type": "array", "items": one, "minItems": 1} if self.parallel and self.choice == "required" else one
+        # A bound on parallel calls, or a model that keeps adding calls only stops at max_tokens.
+        many = {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
+        schema = many if self.parallel and self.choice == "required" else one
         return Grammar(kind="json_schema", source=json.dumps(schema))
 
 

@@ -29,6 +29,7 @@ from homeport.engines.base import (
     SamplingParams,
     TokenEvent,
 )
+from homeport.engines.llama_cpp.lora import LoraSet
 from homeport.engines.llama_cpp.sampling import SamplerChain, build_chain, grammar_sampler
 from homeport.engines.llama_cpp.scheduler import STOP_THREAD, Job, Scheduler
 from homeport.errors import EngineError, StartupError
@@ -101,6 +102,7 @@ class LlamaCppEngine:
             piece=self._piece,
             stats=self._stats,
         )
+        self._loras = LoraSet(model.model, ctx.ctx)
         self._eog = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         metadata = model.metadata()
         self.info = ModelInfo(
@@ -172,6 +174,7 @@ class LlamaCppEngine:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._scheduler.close()
+        self._loras.close()
         self._ctx.close()
         self._model.close()
 
@@ -245,6 +248,26 @@ class LlamaCppEngine:
 
     def effective_args(self) -> dict:
         return {**self.config.effective_args(), "ctx_size": self.info.context_length}
+
+    # ---- LoRA adapters ---------------------------------------------------------------------
+
+    @property
+    def lora_names(self) -> list[str]:
+        return [path.stem for path, _ in self._loras.applied]
+
+    async def set_loras(self, adapters: list[tuple[Path, float]]) -> None:
+        """Applies these adapters (file, scale) instead of the current ones; [] removes them all.
+        Waits for running generations to finish (queued ones start after the change): the
+        prefix cache is cleared, as its KV was computed with the old weights."""
+        if self._thread is None:
+            raise EngineError("the model is not running")
+        wanted = tuple(adapters)
+
+        def apply() -> None:  # on the engine thread, with no generation running
+            if self._loras.apply(wanted):
+                self._scheduler.clear_cache()
+
+        await asyncio.wrap_future(self._scheduler.call_in_thread(apply, exclusive=True))
 
     # ---- generation (event-loop side) ------------------------------------------------------
 

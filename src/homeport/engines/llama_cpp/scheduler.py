@@ -14,6 +14,7 @@ gives the same greedy output whether or not its prefix was cached.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 import logging
 import queue
@@ -39,6 +40,23 @@ from homeport.errors import EngineError
 log = logging.getLogger(__name__)
 
 STOP_THREAD = object()  # put in the inbox to end the thread
+
+
+@dataclass(eq=False)
+class _Call:
+    """A function to run on the engine thread (see `Scheduler.call_in_thread`)."""
+
+    fn: Callable[[], object]
+    exclusive: bool
+    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
+
+    def run(self) -> None:
+        if not self.future.set_running_or_notify_cancel():
+            return  # the caller gave up before it ran
+        try:
+            self.future.set_result(self.fn())
+        except BaseException as exc:
+            self.future.set_exception(exc)
 
 
 @dataclass(eq=False)
@@ -118,16 +136,42 @@ class Scheduler:
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
 
     def close(self) -> None:
+        """After the thread has ended: frees the batch and fails calls it never took."""
         llama_cpp.llama_batch_free(self._batch)
+        while True:
+            try:
+                item = self.inbox.get_nowait()
+            except queue.Empty:
+                break
+            if isinstance(item, _Call):
+                _fail(item, EngineError("the model was unloaded"))
+
+    # ---- calls onto the engine thread --------------------------------------------------------
+
+    def call_in_thread(self, fn: Callable[[], object], *, exclusive: bool = False) -> concurrent.futures.Future:
+        """Runs `fn()` on the engine thread between two decode steps; the future has its result.
+        `exclusive`: first let every running generation finish, admitting no new one meanwhile
+        (they wait in the queue and start after `fn`), for changes such as new weights that no
+        generation may straddle."""
+        call = _Call(fn, exclusive)
+        self.inbox.put(call)
+        return call.future
+
+    def clear_cache(self) -> None:
+        """Forgets every slot's cached prefix. Engine thread only, with no generation running."""
+        for slot in self._slots:
+            slot.tokens.clear()
+        llama_cpp.llama_memory_clear(self._memory, True)
 
     # ---- engine thread ---------------------------------------------------------------------
 
     def run(self) -> None:
         running: list[Job] = []
         waiting: list[Job] = []
+        calls: list[_Call] = []
         while True:
-            # Block only when there is nothing to decode; otherwise just drain the inbox.
-            block = not running and not waiting
+            # Block only when there is nothing to decode or call; otherwise just drain the inbox.
+            block = not running and not waiting and not calls
             try:
                 while True:
                     item = self.inbox.get(block=block)
@@ -137,7 +181,12 @@ class Scheduler:
                     if item is STOP_THREAD:
                         for seq in running + waiting:
                             seq.send(EngineError("the model was unloaded"))
+                        for call in calls:
+                            _fail(call, EngineError("the model was unloaded"))
                         return
+                    if isinstance(item, _Call):
+                        calls.append(item)
+                        continue
                     waiting.append(item)
             except queue.Empty:
                 pass
@@ -148,7 +197,11 @@ class Scheduler:
                     self._stats.completed += 1
                 else:
                     self._count_cancelled(0)
-            while waiting and self._free:
+            # Calls run in order; an exclusive one waits for an empty batch and holds back the
+            # calls and the admissions behind it until it has run.
+            while calls and not (calls[0].exclusive and running):
+                calls.pop(0).run()
+            while waiting and self._free and not calls:
                 seq = waiting.pop(0)
                 try:
                     self._admit(seq)
@@ -319,3 +372,8 @@ class Scheduler:
         batch.n_seq_id[i] = 1
         batch.seq_id[i][0] = seq_id
         batch.logits[i] = logits
+
+
+def _fail(call: _Call, error: Exception) -> None:
+    if call.future.set_running_or_notify_cancel():
+        call.future.set_exception(error)
