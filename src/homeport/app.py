@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from homeport import __version__
 from homeport.api.auth import require_api_key
 from homeport.api.errors import CatchAllMiddleware, install_error_handlers
-from homeport.api.routes import completions, embeddings, health, internal, models, prompts
+from homeport.api.routes import completions, embeddings, health, internal, lora, models, prompts
 from homeport.engines.base import TextEngine
 from homeport.model_paths import ModelEntry
 from homeport.services.model_manager import EngineLoader
@@ -65,6 +65,7 @@ def create_app(
     for module in (models, completions, embeddings, internal, prompts):
         app.include_router(module.router, dependencies=protected)
     app.include_router(internal.admin_router)
+    app.include_router(lora.router)  # checks the admin key itself
     _mount_docs(app)
     return app
 

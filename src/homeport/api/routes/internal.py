@@ -65,7 +65,7 @@ async def model_info(request: Request) -> dict:
     info = current.engine.info
     return {
         "model_name": info.model_id,
-        "lora_names": [],
+        "lora_names": current.engine.lora_names,
         "loader": info.loader,
         "context_length": info.context_length,
         "args": current.engine.effective_args(),
