@@ -1,6 +1,6 @@
 """Batch invariance: do concurrent greedy outputs equal the same requests run one at a time?
 
-    .venv/bin/python bench/batch_invariance.py
+    .venv/bin/python bench/batch_invariance.py [homeport serve flags, e.g. --kv-unified]
 
 Starts homeport on the default model, runs N greedy completions one at a time (each alone in
 the batch, fresh cache), then the same N at once, and reports how many came out identical and
@@ -46,7 +46,7 @@ def first_difference(a: str, b: str) -> int:
 def main() -> None:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "homeport", "serve", "--api-port", str(port)],
+        [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), *sys.argv[1:]],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
@@ -62,6 +62,7 @@ def main() -> None:
             concurrent = list(pool.map(lambda p: complete(base, p), PROMPTS))
         elapsed = time.perf_counter() - start
         repeat = [complete(base, p) for p in PROMPTS]  # one at a time again: run-to-run determinism
+        in_a_row = [complete(base, p) == complete(base, p) for p in PROMPTS]  # the same request twice
     finally:
         process.terminate()
         process.wait(30)
@@ -72,6 +73,7 @@ def main() -> None:
     print(f"- concurrent == sequential: {same}/{len(PROMPTS)}"
           + (f" (first differing character at {sorted(diffs)})" if diffs else ""))
     print(f"- one at a time again == first run: {cached_same}/{len(PROMPTS)}")
+    print(f"- the same request twice in a row, same output: {sum(in_a_row)}/{len(PROMPTS)}")
     print(f"- concurrent batch took {elapsed:.1f} s")
 
 

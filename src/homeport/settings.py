@@ -62,6 +62,7 @@ class Settings(BaseModel):
     ubatch_size: int = Field(512, ge=1)  # tokens per llama.cpp compute pass
     parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
+    kv_unified: bool = True  # one KV cache for all sequences (faster batches); False: one stream each
     max_loaded_models: int = Field(1, ge=1)  # past it, the least recently used idle model is unloaded
     idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
     model_aliases: dict[str, str] = {}  # request model name → a model in the library (e.g. gpt-4o-mini)
