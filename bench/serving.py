@@ -144,16 +144,21 @@ print(best)
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def run_homeport(threads: int, concurrencies: list[int], extra: tuple[str, ...] = ()) -> dict:
-    port = free_port()
-    command = [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), "--threads", str(threads), *extra]
+def measure_process(command: list[str], port: int, ready_path: str, concurrencies: list[int], with_chat: bool) -> dict:
+    """Starts a server, measures it, stops it."""
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready(f"http://127.0.0.1:{port}/health", process)
-        return measure_server(f"http://127.0.0.1:{port}", concurrencies, with_chat=True)
+        wait_ready(f"http://127.0.0.1:{port}{ready_path}", process)
+        return measure_server(f"http://127.0.0.1:{port}", concurrencies, with_chat=with_chat)
     finally:
         process.terminate()
         process.wait(30)
+
+
+def run_homeport(threads: int, concurrencies: list[int], extra: tuple[str, ...] = ()) -> dict:
+    port = free_port()
+    command = [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), "--threads", str(threads), *extra]
+    return measure_process(command, port, "/health", concurrencies, with_chat=True)
 
 
 def run_llama_cpp_python_server(model_path: str, threads: int, concurrencies: list[int]) -> dict | None:
@@ -166,13 +171,7 @@ def run_llama_cpp_python_server(model_path: str, threads: int, concurrencies: li
         sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--port", str(port),
         "--n_threads", str(threads), "--n_ctx", "8192", "--interrupt_requests", "False",
     ]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_ready(f"http://127.0.0.1:{port}/v1/models", process)
-        return measure_server(f"http://127.0.0.1:{port}", concurrencies, with_chat=False)
-    finally:
-        process.terminate()
-        process.wait(30)
+    return measure_process(command, port, "/v1/models", concurrencies, with_chat=False)
 
 
 def report(machine: str, bare: float, homeport: dict, lcp: dict | None, concurrencies: list[int]) -> str:

@@ -66,12 +66,6 @@ class AuthenticationError(HomeportError):
     code = "invalid_api_key"
 
 
-class PermissionDeniedError(HomeportError):
-    status_code = 403
-    error_type = "invalid_request_error"
-    code = "insufficient_permissions"
-
-
 class NotFoundError(HomeportError):
     status_code = 404
     error_type = "invalid_request_error"

