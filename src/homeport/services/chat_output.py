@@ -4,8 +4,9 @@ whole or as stream deltas."""
 from __future__ import annotations
 
 from homeport.services.reasoning import ReasoningStream, split_reasoning
-from homeport.services.tool_calls import ToolCall, ToolCallParser, ToolCallStream, parser_by_name
-from homeport.services.tool_use import FORCED_FORMAT, ToolPlan
+from homeport.services.tool_calls import ToolCall, ToolCallParser, ToolCallStream
+from homeport.services.tool_calls.forced import ForcedCallParser
+from homeport.services.tool_use import ToolPlan
 
 
 def _call_dict(call: ToolCall) -> dict:
@@ -15,7 +16,7 @@ def _call_dict(call: ToolCall) -> dict:
 def parser_for_plan(plan: ToolPlan | None, model_parser: ToolCallParser) -> ToolCallParser | None:
     if plan is None or not plan.parses_calls:
         return None
-    return parser_by_name(FORCED_FORMAT) if plan.forced else model_parser
+    return ForcedCallParser() if plan.forced else model_parser
 
 
 def assemble_message(

@@ -20,8 +20,6 @@ from homeport.schemas.chat import ChatCompletionRequest
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _ANY_OBJECT = {"type": "object"}
 
-# The format forced calls are decoded in, parsed back by the generic parser.
-FORCED_FORMAT = "generic"
 MAX_PARALLEL_CALLS = 8
 
 
