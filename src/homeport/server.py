@@ -25,6 +25,7 @@ def configure_logging(debug: bool) -> None:
 def serve(settings: Settings) -> int:
     os.environ["HF_HUB_OFFLINE"] = "1"  # nothing may reach a model hub, ever
     os.environ["HF_DATASETS_OFFLINE"] = "1"
+    os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from model loading in the log
     configure_logging(settings.debug)
     log = logging.getLogger("homeport")
 
