@@ -93,3 +93,13 @@ async def test_stop_generation_ends_a_running_stream_cleanly(make_client):
     assert done
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert len("".join(c["choices"][0]["text"] for c in chunks)) < 500
+
+
+async def test_cors_origins_are_configurable(make_client):
+    client = make_client(cors_origins=("http://chat.local",))
+    preflight = {"Origin": "http://chat.local", "Access-Control-Request-Method": "POST"}
+    allowed = await client.http.options("/v1/chat/completions", headers=preflight)
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == "http://chat.local"
+    other = await client.http.options("/v1/chat/completions", headers={**preflight, "Origin": "http://evil.example"})
+    assert "access-control-allow-origin" not in other.headers
