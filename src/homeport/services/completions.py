@@ -91,14 +91,14 @@ class CompletionService:
             if request.suffix:
                 raise InvalidRequestError("suffix needs a text prompt", param="suffix")
             tokens = list(prompt)
-            return self._truncate(request, tokens), self.engine.detokenize(tokens)
+            return await self._truncate(request, tokens), self.engine.detokenize(tokens)
         if self.debug:
             debug_log.info("completion prompt: %r suffix: %r", prompt, request.suffix)
         if request.suffix is not None:
             tokens = await self._fill_in_the_middle(request, prompt, request.suffix)
         else:
             tokens = await generation.tokenize(self.engine, prompt, add_special=request.add_bos_token)
-        return self._truncate(request, tokens), prompt
+        return await self._truncate(request, tokens), prompt
 
     async def _fill_in_the_middle(self, request: CompletionRequest, prefix: str, suffix: str) -> list[int]:
         fim = self.engine.fim_tokens()
@@ -108,12 +108,16 @@ class CompletionService:
                 param="suffix",
             )
         pre, suf, mid = fim
-        bos = (await generation.tokenize(self.engine, "", add_special=True)) if request.add_bos_token else []
+        bos = await self._bos() if request.add_bos_token else []
         prefix_tokens = await generation.tokenize(self.engine, prefix, add_special=False)
         suffix_tokens = await generation.tokenize(self.engine, suffix, add_special=False)
         return [*bos, pre, *prefix_tokens, suf, *suffix_tokens, mid]
 
-    def _truncate(self, request: CompletionRequest, tokens: list[int]) -> list[int]:
+    async def _bos(self) -> list[int]:
+        """The tokens the tokenizer puts before any text (BOS, or nothing)."""
+        return await generation.tokenize(self.engine, "", add_special=True)
+
+    async def _truncate(self, request: CompletionRequest, tokens: list[int]) -> list[int]:
         """With `truncation_length`, a prompt too long for it loses its oldest tokens (the
         reference API's behaviour); without it, an over-long prompt is a 400."""
         if not request.truncation_length:
@@ -121,7 +125,7 @@ class CompletionService:
         room = generation.context_limit(self.engine, request) - (request.max_tokens or 0)
         if room <= 0 or len(tokens) <= room:
             return tokens
-        keep_first = tokens[:1] if tokens[:1] == self.engine.tokenize("", add_special=True)[:1] else []
+        keep_first = tokens[:1] if tokens[:1] == (await self._bos())[:1] else []
         return keep_first + tokens[len(tokens) - room + len(keep_first) :]
 
     def _visible(self, prompt_logprobs: tuple | None) -> list:
