@@ -41,6 +41,7 @@ def create_app(
             if idle_watch is not None:
                 idle_watch.cancel()
             app.state.services.embeddings.close()
+            app.state.services.rerank.close()
             await models.close()
 
     app = FastAPI(

@@ -114,6 +114,10 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "--kv-unified", action=argparse.BooleanOptionalAction,
         help="one KV cache shared by all sequences (default; --no-kv-unified: one stream each, output independent of history)",
     )
+    model.add_argument("--spec-type", choices=("none", "draft", "ngram"),
+                       help="speculative decoding: a draft model, or ngram (prompt lookup, no second model)")
+    model.add_argument("--model-draft", metavar="NAME", help="draft model for speculative decoding (GGUF, same vocabulary)")
+    model.add_argument("--draft-max", type=int, metavar="N", help="drafted tokens checked per step (default 4)")
     model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 1)")
     model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
     model.add_argument(
@@ -125,6 +129,10 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     extra = parser.add_argument_group("embeddings and moderations")
     extra.add_argument("--embedding-model", metavar="NAME", help="a path or a name under --model-dir (default all-MiniLM-L6-v2)")
     extra.add_argument("--embedding-device", metavar="DEVICE", help="cpu | cuda | auto (default cpu)")
+    extra.add_argument(
+        "--rerank-model", metavar="PATH_OR_NAME",
+        help="a cross-encoder folder (path or name under --model-dir) for /v1/rerank; default: embedding similarity",
+    )
     extra.add_argument("--moderation-threshold", type=float, metavar="X", help="score above which a category is flagged (0.5)")
 
     other = parser.add_argument_group("other")

@@ -6,16 +6,21 @@ Every argument is honoured or refused: unknown names and values homeport cannot 
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from homeport.engines.base import TextEngine
-from homeport.errors import InvalidRequestError, UnsupportedParameterError
-from homeport.model_paths import ModelEntry
+from homeport.engines.transformers import TRANSFORMERS_LOAD_ARGS
+from homeport.errors import InvalidRequestError, StartupError, UnsupportedParameterError
+from homeport.model_paths import ModelEntry, ModelLibrary
 from homeport.settings import Settings
 
+if TYPE_CHECKING:
+    from homeport.engines.llama_cpp.engine import SpeculativeConfig
+
 CACHE_TYPES = ("fp16", "f16", "q8_0", "q4_0")
-# name → (type, what it means)
-LOAD_ARGS: dict[str, tuple[type, str]] = {
+# name → (type, what it means), for GGUF models (llama.cpp)
+GGUF_LOAD_ARGS: dict[str, tuple[type, str]] = {
     "ctx_size": (int, "context length in tokens per request (0 = the model's, at most 8192)"),
     "n_gpu_layers": (int, "layers to offload to a GPU (-1 = all)"),
     "gpu_layers": (int, "alias of n_gpu_layers"),
@@ -30,16 +35,25 @@ LOAD_ARGS: dict[str, tuple[type, str]] = {
     "no_mmap": (bool, "read the whole model into memory instead of mapping it"),
     "mlock": (bool, "lock the model in RAM"),
     "kv_unified": (bool, "one KV cache shared by all sequences (default) or one stream each"),
+    "spec_type": (str, "speculative decoding: none, draft (with model_draft) or ngram (prompt lookup)"),
+    "model_draft": (str, "a smaller GGUF with the same vocabulary that drafts tokens (path or library name)"),
+    "draft_max": (int, "drafted tokens checked per step (default 4)"),
+    "draft_min": (int, "fewer drafted tokens than this are not checked"),
+    "draft_p_min": (float, "the draft model stops when its top token is less likely than this (0-1)"),
+    "gpu_layers_draft": (int, "the draft model's layers to offload to a GPU (-1 = all)"),
+    "spec_ngram_size_n": (int, "prompt lookup: the longest n-gram matched (default 4)"),
 }
+# Every name some engine honours; which ones apply depends on the model's format (checked at load).
+LOAD_ARGS = GGUF_LOAD_ARGS | {name: (kind, f"{meaning} (transformers models)")
+                             for name, (kind, meaning) in TRANSFORMERS_LOAD_ARGS.items() if name not in GGUF_LOAD_ARGS}
+SPEC_TYPES = {"none": "none", "draft": "draft", "draft-simple": "draft", "ngram": "ngram", "ngram-simple": "ngram"}
 # Known to the reference API, not available in homeport yet: refused, never silently dropped.
 NOT_YET = {
     "mmproj": "vision projectors",
-    "model_draft": "speculative decoding",
-    "draft_max": "speculative decoding",
-    "gpu_layers_draft": "speculative decoding",
-    "device_draft": "speculative decoding",
-    "ctx_size_draft": "speculative decoding",
-    "spec_type": "speculative decoding",
+    "device_draft": "a separate device for the draft model",
+    "ctx_size_draft": "a separate draft context size; the draft model's follows ctx_size",
+    "spec_ngram_size_m": "a separate prompt-lookup draft length; use draft_max",
+    "spec_ngram_min_hits": "prompt-lookup hit thresholds",
     "tensor_split": "multi-GPU splits",
     "split_mode": "multi-GPU splits",
 }
@@ -64,18 +78,27 @@ def validate_load_args(args: dict[str, Any] | None) -> dict[str, Any]:
             raise InvalidRequestError(f"load argument {name!r} must be a string", param=f"args.{name}")
         if name == "cache_type" and value not in CACHE_TYPES:
             raise InvalidRequestError("cache_type must be fp16, q8_0 or q4_0", param="args.cache_type")
-        if kind is int and name not in ("n_gpu_layers", "gpu_layers") and value < 0:
+        if name == "spec_type" and value not in SPEC_TYPES:
+            raise InvalidRequestError(f"spec_type must be one of {', '.join(SPEC_TYPES)}", param="args.spec_type")
+        if kind is int and name not in ("n_gpu_layers", "gpu_layers", "gpu_layers_draft") and value < 0:
             raise InvalidRequestError(f"load argument {name!r} must not be negative", param=f"args.{name}")
+        if name in ("draft_max", "spec_ngram_size_n") and not 1 <= value <= 64:
+            raise InvalidRequestError(f"load argument {name!r} must be between 1 and 64", param=f"args.{name}")
+        if name == "draft_p_min" and not 0.0 <= value <= 1.0:
+            raise InvalidRequestError("draft_p_min must be between 0 and 1", param="args.draft_p_min")
         checked["n_gpu_layers" if name == "gpu_layers" else name] = value
     return checked
 
 
 def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> TextEngine:
     """Blocking (seconds): call it in a worker thread. Raises StartupError when the model cannot load."""
-    if entry.format != "gguf":
-        raise UnsupportedParameterError(
-            f"{entry.id} is a {entry.format} model; only GGUF models can be served yet", param="model"
-        )
+    _check_args_fit(entry, args)
+    if entry.format == "transformers":
+        from homeport.engines.transformers import load_transformers_engine
+
+        defaults = {"ctx_size": settings.ctx_size}
+        return load_transformers_engine(entry.path, entry.id, {**defaults, **args}, threads=settings.threads,
+                                        debug=settings.debug)
     from homeport.engines.llama_cpp.engine import LlamaCppConfig, LlamaCppEngine
 
     def arg(name: str, default: Any) -> Any:
@@ -97,9 +120,50 @@ def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> 
         use_mmap=not arg("no_mmap", False),
         use_mlock=arg("mlock", False),
         kv_unified=arg("kv_unified", settings.kv_unified),
+        speculative=speculative_config(settings, args),
         verbose=settings.debug,
     )
     return LlamaCppEngine.load(config)
+
+
+def speculative_config(settings: Settings, args: dict[str, Any]) -> SpeculativeConfig | None:
+    """The speculative decoding the load arguments (over the settings) ask for, or None.
+    Raises StartupError when the draft model cannot be found."""
+    from homeport.engines.llama_cpp.engine import SpeculativeConfig
+
+    draft_name = args.get("model_draft", settings.model_draft)
+    kind = SPEC_TYPES[args.get("spec_type") or settings.spec_type or ("draft" if draft_name else "none")]
+    if kind == "none":
+        return None
+    common = {"draft_max": args.get("draft_max", settings.draft_max), "draft_min": args.get("draft_min", 0)}
+    if kind == "ngram":
+        return SpeculativeConfig(kind="ngram", ngram_size=args.get("spec_ngram_size_n", 4), **common)
+    if not draft_name:
+        raise StartupError("speculative decoding with a draft model needs model_draft")
+    return SpeculativeConfig(
+        kind="draft", draft_path=_draft_path(draft_name, settings), draft_p_min=args.get("draft_p_min", 0.0),
+        draft_n_gpu_layers=args.get("gpu_layers_draft", settings.n_gpu_layers), **common,
+    )
+
+
+def _draft_path(name: str, settings: Settings) -> Path:
+    entry = ModelLibrary(settings.model_dir).find(name)
+    if entry is not None and entry.format == "gguf":
+        return entry.path
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    raise StartupError(f"draft model not found: {name} (looked for a file, and in {settings.model_dir})")
+
+
+def _check_args_fit(entry: ModelEntry, args: dict[str, Any]) -> None:
+    valid = TRANSFORMERS_LOAD_ARGS if entry.format == "transformers" else GGUF_LOAD_ARGS
+    for name in args:
+        if name not in valid:
+            raise InvalidRequestError(
+                f"load argument {name!r} does not apply to {entry.format} models; "
+                f"valid arguments for them: {', '.join(sorted(valid))}", param=f"args.{name}",
+            )
 
 
 class LibraryLoader:
@@ -112,11 +176,12 @@ class LibraryLoader:
         return load_engine(entry, self.settings, args)
 
     def check(self, entry: ModelEntry) -> None:
-        """Reads the file's vocabulary only (fast): a corrupt or foreign file fails here."""
-        if entry.format != "gguf":
-            raise UnsupportedParameterError(
-                f"{entry.id} is a {entry.format} model; only GGUF models can be served yet", param="model"
-            )
+        """Reads the model's metadata only (fast): a corrupt or foreign file fails here."""
+        if entry.format == "transformers":
+            from homeport.engines.transformers import check_transformers_folder
+
+            check_transformers_folder(entry.path)
+            return
         from homeport.engines.llama_cpp.engine import check_gguf
 
         check_gguf(entry.path)

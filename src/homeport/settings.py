@@ -28,6 +28,7 @@ _ENV_FIELDS: tuple[tuple[str, str], ...] = (
     ("OPENEDAI_DEBUG", "debug"),
     ("OPENEDAI_EMBEDDING_MODEL", "embedding_model"),
     ("OPENEDAI_EMBEDDING_DEVICE", "embedding_device"),
+    ("OPENEDAI_RERANK_MODEL", "rerank_model"),
 )
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # The reference API's settings.yaml spells the debug switch this way.
@@ -63,18 +64,22 @@ class Settings(BaseModel):
     parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
     kv_unified: bool = True  # one KV cache for all sequences (faster batches); False: one stream each
+    spec_type: Literal["none", "draft", "ngram"] | None = None  # None: draft when model_draft is set
+    model_draft: str | None = None  # speculative decoding: a smaller GGUF with the same vocabulary
+    draft_max: int = Field(4, ge=1, le=64)  # drafted tokens checked per step
     max_loaded_models: int = Field(1, ge=1)  # past it, the least recently used idle model is unloaded
     idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
     model_aliases: dict[str, str] = {}  # request model name → a model in the library (e.g. gpt-4o-mini)
     embedding_model: str | None = None  # a path or a name under model_dir; None = all-MiniLM-L6-v2
     embedding_device: str = "cpu"  # cpu | cuda | auto
+    rerank_model: str | None = None  # a cross-encoder folder, path or name under model_dir; None = embeddings
     moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)  # category score above which text is flagged
     cors_origins: tuple[str, ...] = ("*",)
     debug: bool = False
 
     @field_validator(
         "api_port", "ctx_size", "threads", "n_gpu_layers", "batch_size", "ubatch_size", "parallel", "max_queue",
-        "max_loaded_models",
+        "max_loaded_models", "draft_max",
         mode="before",
     )
     @classmethod
@@ -103,7 +108,7 @@ class Settings(BaseModel):
             return pairs
         return value
 
-    @field_validator("listen_host", "api_key", "admin_key", "model", mode="before")
+    @field_validator("listen_host", "api_key", "admin_key", "model", "model_draft", "rerank_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".

@@ -113,6 +113,8 @@ class GenerationStats:
     cancelled: int = 0
     failed: int = 0
     tokens_generated: int = 0
+    draft_tokens: int = 0  # speculative decoding: tokens drafted, and of those, accepted by the model
+    draft_accepted: int = 0
     last_cancelled_tokens: int | None = None  # tokens the most recently cancelled generation produced
 
     def snapshot(self) -> dict:
@@ -143,6 +145,8 @@ class TextEngine(Protocol):
     def token_piece(self, token: int) -> bytes: ...  # the token's bytes (for logprobs)
 
     def check_grammar(self, grammar: Grammar) -> str | None: ...  # why a grammar is unusable, or None
+
+    def unsupported_sampling(self, params: SamplingParams) -> list[str]: ...  # non-neutral stages it cannot apply
 
     def fim_tokens(self) -> tuple[int, int, int] | None: ...  # (prefix, suffix, middle) if the model does FIM
 

@@ -93,6 +93,9 @@ class FakeEngine:
     def token_piece(self, token: int) -> bytes:
         return bytes([token - _BYTE_OFFSET]) if token >= _BYTE_OFFSET else b""
 
+    def unsupported_sampling(self, params: SamplingParams) -> list[str]:
+        return []
+
     def check_grammar(self, grammar: Grammar) -> str | None:
         if grammar.kind == "gbnf" and "root" not in grammar.source:
             return "the grammar could not be parsed (GBNF, with a `root` rule)"

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homeport.engines.base import TextEngine
-from homeport.engines.embeddings import EmbedderConfig
+from homeport.engines.embeddings import EmbedderConfig, RerankerConfig
 from homeport.errors import InvalidRequestError
 from homeport.model_paths import ModelEntry, ModelLibrary
 from homeport.services.chat import ChatService
@@ -18,7 +18,7 @@ from homeport.services.moderations import ModerationService
 from homeport.services.presets import PresetLibrary
 from homeport.services.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
 from homeport.services.prompts import instruction_templates
-from homeport.services.rerank import RerankService
+from homeport.services.rerank import CrossEncoderService, RerankService
 from homeport.settings import Settings
 
 USER_TEMPLATE_TABLE = "chat_templates.yaml"
@@ -94,8 +94,16 @@ class Services:
             models=models,
             embeddings=embeddings,
             moderations=ModerationService(embeddings, threshold=settings.moderation_threshold),
-            rerank=RerankService(embeddings),
+            rerank=RerankService(embeddings, _cross_encoder(settings)),
         )
+
+
+def _cross_encoder(settings: Settings) -> CrossEncoderService | None:
+    """The rerank cross-encoder, or None (rerank by embedding similarity). A bad folder is a StartupError."""
+    if settings.rerank_model is None:
+        return None
+    config = RerankerConfig(settings.rerank_model, device=settings.embedding_device, model_dir=settings.model_dir)
+    return CrossEncoderService.from_config(config)
 
 
 def load_template(settings: Settings, name: str | None, text: str | None) -> ChatTemplate | None:

@@ -97,7 +97,8 @@ def build_sampling(fields: SamplingFields, engine: TextEngine, *, seed_offset: i
         logit_bias=bias,
         grammar=grammar,
     )
-    return Sampling(params=params, ignored=_ignored(fields))
+    ignored = tuple(dict.fromkeys(_ignored(fields) + tuple(engine.unsupported_sampling(params))))
+    return Sampling(params=params, ignored=ignored)
 
 
 def _ignored(fields: SamplingFields) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ import pytest
 
 from homeport.engines.fake import FakeEngine
 from homeport.errors import StartupError
-from homeport.model_loading import load_engine, validate_load_args
+from homeport.model_loading import load_engine, speculative_config, validate_load_args
 from homeport.settings import Settings
 
 CHAT = "/v1/chat/completions"
@@ -143,10 +143,12 @@ async def test_a_failed_load_is_a_clear_error_and_the_others_keep_serving(make, 
     assert (await reply(client, "base"))[0] == 200
 
 
-async def test_a_transformers_folder_cannot_be_served_yet(make):
+async def test_a_broken_transformers_folder_fails_cleanly(make):
     client, _ = make()
     response = await client.http.post(CHAT, json={"model": "hf-model", "messages": USER})
-    assert response.status_code == 400 and "only GGUF" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["code"] == "model_load_failed" and "model_type" in error["message"]
+    assert (await reply(client, "base"))[0] == 200
 
 
 async def test_admin_load_with_args_unload_and_info(make):
@@ -170,7 +172,9 @@ async def test_admin_load_with_args_unload_and_info(make):
 @pytest.mark.parametrize(
     "args,needle",
     [({"bogus": 1}, "valid arguments"), ({"ctx_size": "big"}, "integer"), ({"cache_type": "q3"}, "cache_type"),
-     ({"model_draft": "x.gguf"}, "speculative"), ({"mmproj": "p.gguf"}, "vision"), ({"no_mmap": "yes"}, "true or false")],
+     ({"ctx_size_draft": 512}, "draft context"), ({"spec_type": "eagle"}, "spec_type must be"),
+     ({"draft_max": 0}, "between 1 and 64"), ({"draft_p_min": 2}, "between 0 and 1"),
+     ({"mmproj": "p.gguf"}, "vision"), ({"no_mmap": "yes"}, "true or false")],
 )
 async def test_load_args_are_validated(make, args, needle):
     client, loader = make()
@@ -181,6 +185,23 @@ async def test_load_args_are_validated(make, args, needle):
 
 def test_load_arg_aliases():
     assert validate_load_args({"gpu_layers": -1, "threads": 2}) == {"n_gpu_layers": -1, "threads": 2}
+
+
+def test_speculative_config_from_args_over_settings(tmp_path):
+    draft = tmp_path / "models" / "small.gguf"
+    draft.parent.mkdir()
+    draft.write_bytes(b"GGUF")
+    settings = Settings(model_dir=tmp_path / "models", model_draft="small", draft_max=6)
+    config = speculative_config(settings, {})
+    assert (config.kind, config.draft_path, config.draft_max) == ("draft", draft, 6)
+    config = speculative_config(settings, {"spec_type": "ngram-simple", "draft_max": 3, "spec_ngram_size_n": 2})
+    assert (config.kind, config.draft_max, config.ngram_size) == ("ngram", 3, 2)
+    assert speculative_config(settings, {"spec_type": "none"}) is None
+    assert speculative_config(Settings(model_dir=tmp_path), {}) is None
+    with pytest.raises(StartupError, match="draft model not found: missing"):
+        speculative_config(settings, {"model_draft": "missing"})
+    with pytest.raises(StartupError, match="needs model_draft"):
+        speculative_config(Settings(model_dir=tmp_path), {"spec_type": "draft"})
 
 
 async def test_load_with_an_instruction_template(make, tmp_path):

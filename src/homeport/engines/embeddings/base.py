@@ -1,4 +1,5 @@
-"""The embedding engine protocol: texts in, unit vectors out. No HTTP, no OpenAI, no schemas.
+"""The embedding engine protocols: texts in, unit vectors out (`Embedder`); (query, document) pairs
+in, relevance scores out (`Reranker`). No HTTP, no OpenAI, no schemas.
 
 Every method is blocking: callers run them in a worker thread, never on the event loop. An
 embedder is not assumed to be thread-safe (tokenizers and llama.cpp contexts are not), so a
@@ -41,3 +42,19 @@ class EmbedderUnavailableError(ServiceUnavailableError):
     """
 
     code = "embeddings_unavailable"
+
+
+@runtime_checkable
+class Reranker(Protocol):
+    """A cross-encoder: reads a query and a document together and scores how well they match."""
+
+    model_id: str  # the name responses report
+    max_tokens: int  # longer (query, document) pairs are truncated to this many tokens
+
+    def count_tokens(self, pairs: Sequence[tuple[str, str]]) -> list[int]:
+        """Tokens the model reads for each pair (special tokens included, after truncation)."""
+        ...
+
+    def score(self, pairs: Sequence[tuple[str, str]]) -> list[float]:
+        """One relevance score per (query, document) pair, in order; higher is more relevant."""
+        ...

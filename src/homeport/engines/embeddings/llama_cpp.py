@@ -1,14 +1,17 @@
 """Embeddings from a GGUF model through llama.cpp (llama-cpp-python's `Llama(embedding=True)`).
 
-Dedicated embedding models (nomic-embed, bge, e5, gte … in GGUF) carry their pooling type in the
-file; a model without one (a plain LLM) gets per-token outputs, which are mean-pooled here, one text
-per call. The
-whole input must fit one physical batch for non-causal models, so the batch equals the context,
-and longer inputs are truncated to it. Blocking: call from one worker thread at a time.
+Dedicated embedding models (nomic-embed, bge, e5, gte, MiniLM … in GGUF) carry their pooling type
+in the file and are embedded several texts per llama.cpp batch; a model without one (a plain LLM)
+gets per-token outputs, which are mean-pooled here, one text per call. The whole input must fit one
+physical batch for non-causal models, so the batch equals the context, and longer inputs are
+truncated to it. The context never exceeds the model's trained one: a BERT's position table has
+exactly that many rows, and a longer input would index past it (llama.cpp aborts the process).
+Blocking: call from one worker thread at a time.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +33,7 @@ class LlamaCppEmbedder:
     ) -> None:
         from llama_cpp import Llama
 
+        n_ctx = min(n_ctx, _trained_context(path) or n_ctx)
         try:
             self._llm = Llama(
                 model_path=str(path),
@@ -70,6 +74,32 @@ class LlamaCppEmbedder:
         else:
             outputs = self._llm.embed(list(texts), normalize=False, truncate=True)
         return [_normalized(_pooled(output)) for output in outputs]
+
+
+def _trained_context(path: Path) -> int | None:
+    """`<arch>.context_length` from the file's metadata (a vocab-only load, cheap), or None."""
+    import llama_cpp
+    from llama_cpp._utils import suppress_stdout_stderr
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True  # which leaves the model's hparams unread: ask the metadata instead
+    with suppress_stdout_stderr(disable=False):
+        model = llama_cpp.llama_model_load_from_file(str(path).encode(), params)
+    if not model:
+        return None  # the full load reports the problem
+    try:
+        arch = _meta(llama_cpp, model, b"general.architecture")
+        trained = _meta(llama_cpp, model, arch.encode() + b".context_length") if arch else None
+    finally:
+        llama_cpp.llama_model_free(model)
+    return int(trained) if trained and trained.isdigit() and int(trained) > 0 else None
+
+
+def _meta(llama_cpp, model, key: bytes) -> str | None:
+    buffer = ctypes.create_string_buffer(256)
+    if llama_cpp.llama_model_meta_val_str(model, key, buffer, len(buffer)) < 0:
+        return None
+    return buffer.value.decode("utf-8", errors="replace")
 
 
 def _pooled(output: list) -> list[float]:

@@ -25,6 +25,17 @@ def pick_device(device: str) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def usable_device(device: str) -> str:
+    """`pick_device`, and a 503 when it names CUDA that torch cannot see (torch must be importable)."""
+    device = pick_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise EmbedderUnavailableError("OPENEDAI_EMBEDDING_DEVICE asks for cuda, but torch sees no CUDA device")
+    return device
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, path: Path, *, model_id: str, device: str = "cpu", batch_size: int = 32) -> None:
         # Never reach for the Hugging Face hub: a model is a local directory or nothing.
@@ -37,14 +48,7 @@ class SentenceTransformerEmbedder:
             raise EmbedderUnavailableError(
                 f"Embeddings need torch and sentence-transformers, which are not installed; {INSTALL_HINT}"
             ) from None
-        device = pick_device(device)
-        if device.startswith("cuda"):
-            import torch
-
-            if not torch.cuda.is_available():
-                raise EmbedderUnavailableError(
-                    "OPENEDAI_EMBEDDING_DEVICE asks for cuda, but torch sees no CUDA device"
-                )
+        device = usable_device(device)
         try:
             self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
         except (OSError, ValueError) as exc:

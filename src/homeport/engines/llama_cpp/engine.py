@@ -15,6 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import llama_cpp
 from llama_cpp import _internals
@@ -32,6 +33,7 @@ from homeport.engines.base import (
 from homeport.engines.llama_cpp.lora import LoraSet
 from homeport.engines.llama_cpp.sampling import SamplerChain, build_chain, grammar_sampler
 from homeport.engines.llama_cpp.scheduler import STOP_THREAD, Job, Scheduler
+from homeport.engines.llama_cpp.speculative import DraftModel, DraftModelConfig, Drafter, NgramDrafter
 from homeport.errors import EngineError, StartupError
 
 log = logging.getLogger(__name__)
@@ -61,6 +63,7 @@ class LlamaCppConfig:
     use_mmap: bool = True
     use_mlock: bool = False
     kv_unified: bool = True  # one KV cache shared by all sequences, or one stream each
+    speculative: SpeculativeConfig | None = None
     verbose: bool = False
 
     def effective_args(self) -> dict:
@@ -70,8 +73,29 @@ class LlamaCppConfig:
             "threads_batch": self.threads_batch, "batch_size": self.batch_size, "ubatch_size": self.ubatch_size,
             "parallel": self.parallel, "cache_type": self.cache_type, "flash_attn": self.flash_attn,
             "rope_freq_base": self.rope_freq_base, "no_mmap": not self.use_mmap, "mlock": self.use_mlock,
-            "kv_unified": self.kv_unified,
+            "kv_unified": self.kv_unified, **(self.speculative.effective_args() if self.speculative else {}),
         }
+
+
+@dataclass(frozen=True)
+class SpeculativeConfig:
+    """Speculative decoding: drafts from a smaller model (`draft_path`) or by prompt lookup."""
+
+    kind: Literal["draft", "ngram"]
+    draft_max: int = 4  # drafts per sequence per step
+    draft_min: int = 0  # fewer drafts than this are not worth checking
+    draft_path: Path | None = None
+    draft_n_gpu_layers: int = 0
+    draft_p_min: float = 0.0  # the draft model stops when its top token is less likely than this
+    ngram_size: int = 4  # prompt lookup: the longest n-gram looked up (then shorter ones, down to 2)
+
+    def effective_args(self) -> dict:
+        if self.kind == "ngram":
+            return {"spec_type": "ngram", "draft_max": self.draft_max, "draft_min": self.draft_min,
+                    "spec_ngram_size_n": self.ngram_size}
+        return {"spec_type": "draft", "model_draft": str(self.draft_path), "draft_max": self.draft_max,
+                "draft_min": self.draft_min, "draft_p_min": self.draft_p_min,
+                "gpu_layers_draft": self.draft_n_gpu_layers}
 
 
 _KV_TYPES = {"fp16": llama_cpp.GGML_TYPE_F16, "f16": llama_cpp.GGML_TYPE_F16,
@@ -82,7 +106,7 @@ class LlamaCppEngine:
     """A GGUF model served by llama.cpp. Construct with `load()` (blocking: call it off the loop)."""
 
     def __init__(self, config: LlamaCppConfig, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
-                 context_length: int) -> None:
+                 context_length: int, drafter: Drafter | None = None) -> None:
         self.config = config
         self._model = model
         self._ctx = ctx
@@ -103,6 +127,9 @@ class LlamaCppEngine:
             build_sampler=self._build_sampler,
             piece=self._piece,
             stats=self._stats,
+            drafter=drafter,
+            draft_max=config.speculative.draft_max if config.speculative else 0,
+            draft_min=config.speculative.draft_min if config.speculative else 0,
         )
         self._loras = LoraSet(model.model, ctx.ctx)
         self._eog = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
@@ -148,7 +175,9 @@ class LlamaCppEngine:
         ctx_params.kv_unified = config.kv_unified
         ctx_params.n_ctx = context_length * config.parallel
         ctx_params.n_seq_max = config.parallel
-        ctx_params.n_batch = n_batch + config.parallel  # a step: a prompt budget plus one token per sequence
+        # A step: a prompt budget plus each sequence's next token (and its drafts, when speculating).
+        draft_max = config.speculative.draft_max if config.speculative else 0
+        ctx_params.n_batch = n_batch + config.parallel * (1 + draft_max)
         ctx_params.n_ubatch = min(config.ubatch_size, ctx_params.n_batch)
         ctx_params.n_threads = threads
         ctx_params.n_threads_batch = config.threads_batch or threads
@@ -166,7 +195,13 @@ class LlamaCppEngine:
                 f"cannot create a llama.cpp context of {context_length} tokens x {config.parallel} sequences "
                 f"for {config.path} (not enough memory? try a smaller --ctx-size or --parallel)"
             ) from None
-        return cls(config, model, ctx, context_length)
+        try:
+            drafter = _load_drafter(config, model, context_length, n_batch, threads)
+        except StartupError:
+            ctx.close()
+            model.close()
+            raise
+        return cls(config, model, ctx, context_length, drafter)
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._scheduler.run, name=f"llama.cpp:{self.info.model_id}", daemon=True)
@@ -229,6 +264,9 @@ class LlamaCppEngine:
             llama_cpp.llama_vocab_fim_mid(self._vocab),
         )
         return tokens if all(t >= 0 for t in tokens) else None
+
+    def unsupported_sampling(self, params: SamplingParams) -> list[str]:
+        return []  # every SamplingParams stage is a native sampler
 
     def check_grammar(self, grammar: Grammar) -> str | None:
         # llama.cpp's grammar parser prints its errors, quoting the grammar, straight to stderr:
@@ -336,6 +374,20 @@ class LlamaCppEngine:
             # The repetition windows cover the prompt too, as llama-server does.
             chain.accept_history(request.prompt_tokens)
         return chain
+
+
+def _load_drafter(config: LlamaCppConfig, model: _internals.LlamaModel, context_length: int, n_batch: int,
+                  threads: int) -> Drafter | None:
+    spec = config.speculative
+    if spec is None:
+        return None
+    if spec.kind == "ngram":
+        return NgramDrafter(tuple(range(spec.ngram_size, 1, -1)) or (spec.ngram_size,))
+    return DraftModel.load(
+        DraftModelConfig(spec.draft_path, spec.draft_n_gpu_layers, spec.draft_p_min), model,
+        n_seq=config.parallel, n_ctx_per_seq=context_length, n_batch=n_batch, threads=threads,
+        threads_batch=config.threads_batch or threads, kv_unified=config.kv_unified, verbose=config.verbose,
+    )
 
 
 def check_gguf(path: Path) -> None:

@@ -27,6 +27,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest, GenerationStats, TokenEvent
+from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest
 from homeport.engines.llama_cpp.sampling import (
     SamplerChain,
     filtered_distribution,
@@ -118,6 +119,9 @@ class Scheduler:
         build_sampler: Callable[[GenerationRequest], SamplerChain],
         piece: Callable[[int, bool], bytes],
         stats: GenerationStats,
+        drafter: Drafter | None = None,
+        draft_max: int = 0,
+        draft_min: int = 0,
     ) -> None:
         self._ctx = ctx
         self._vocab = vocab
@@ -128,7 +132,11 @@ class Scheduler:
         self._build_sampler = build_sampler
         self._piece = piece
         self._stats = stats
-        self._batch = llama_cpp.llama_batch_init(n_batch + n_slots, 0, 1)
+        self._drafter = drafter
+        self._draft_max = draft_max if drafter is not None else 0
+        self._draft_min = max(1, draft_min)
+        # A step: the prompt budget, plus each decoding sequence's pending token and its drafts.
+        self._batch = llama_cpp.llama_batch_init(n_batch + n_slots * (1 + self._draft_max), 0, 1)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
@@ -138,6 +146,8 @@ class Scheduler:
     def close(self) -> None:
         """After the thread has ended: frees the batch and fails calls it never took."""
         llama_cpp.llama_batch_free(self._batch)
+        if self._drafter is not None:
+            self._drafter.close()
         while True:
             try:
                 item = self.inbox.get_nowait()
@@ -162,6 +172,8 @@ class Scheduler:
         for slot in self._slots:
             slot.tokens.clear()
         llama_cpp.llama_memory_clear(self._memory, True)
+        if self._drafter is not None:
+            self._drafter.clear()
 
     # ---- engine thread ---------------------------------------------------------------------
 
@@ -261,6 +273,8 @@ class Scheduler:
                 chain.close()
         seq.sampler = None
         seq.probe = None
+        if self._drafter is not None:
+            self._drafter.forget(seq)
         self._stats.active -= 1
         if outcome == "cancelled":
             self._count_cancelled(seq.produced)
@@ -273,16 +287,22 @@ class Scheduler:
 
     def _step(self, running: list[Job]) -> None:
         n = 0
-        prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence)
-        sample_at: list[tuple[Job, int]] = []
+        prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence, plus drafts)
+        # (job, its batch rows to sample in turn, the drafts those rows check)
+        sample_at: list[tuple[Job, list[int], list[int]]] = []
         prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
+        drafts = self._drafts(running)
         for seq in running:
             if seq.decoding:
                 slot = seq.slot
-                self._add(n, seq.pending_token, len(slot.tokens), slot.seq_id, True)
-                slot.tokens.append(seq.pending_token)
-                sample_at.append((seq, n))
-                n += 1
+                guesses = drafts.get(seq, [])
+                rows = []
+                for token in (seq.pending_token, *guesses):
+                    self._add(n, token, len(slot.tokens), slot.seq_id, True)
+                    slot.tokens.append(token)
+                    rows.append(n)
+                    n += 1
+                sample_at.append((seq, rows, guesses))
         for seq in running:
             if seq.decoding:
                 continue
@@ -301,7 +321,7 @@ class Scheduler:
             seq.slot.tokens.extend(prompt[start:end])
             seq.prefilled = end
             if seq.decoding:
-                sample_at.append((seq, n - 1))
+                sample_at.append((seq, [n - 1], []))
         if n == 0:
             return
         self._batch.n_tokens = n
@@ -310,28 +330,60 @@ class Scheduler:
             raise EngineError(f"llama_decode failed ({rc})")
         for seq, start, row in prompt_rows:
             self._record_prompt_logprobs(seq, start, row)
-        for seq, index in sample_at:
+        for seq, rows, guesses in sample_at:
             if seq.cancelled.is_set():
                 continue
             if seq.probe is not None:
-                chain, top_n = seq.probe
-                logits = logits_row(self._ctx, index, self._n_vocab)
-                if chain is None:
-                    probs = [(t, float(np.exp(lp))) for t, lp in top_entries(log_softmax(logits), top_n)]
-                else:
-                    probs = filtered_distribution(chain, logits, self._n_vocab, top_n)
-                seq.send(probs)
-                self._finish(seq, running, "completed")
+                self._answer_probe(seq, rows[0], running)
                 continue
-            logprobs = None
-            if seq.request.logprobs is not None:
-                # Read the model's distribution before sampling: the sampler may edit the logits.
-                logprobs = log_softmax(logits_row(self._ctx, index, self._n_vocab).astype(np.float64))
-            token = llama_cpp.llama_sampler_sample(seq.sampler.chain.sampler, self._ctx.ctx, index)
-            event = self._advance(seq, token, logprobs)
+            for checked, row in enumerate(rows):
+                logprobs = None
+                if seq.request.logprobs is not None:
+                    # Read the model's distribution before sampling: the sampler may edit the logits.
+                    logprobs = log_softmax(logits_row(self._ctx, row, self._n_vocab).astype(np.float64))
+                token = llama_cpp.llama_sampler_sample(seq.sampler.chain.sampler, self._ctx.ctx, row)
+                event = self._advance(seq, token, logprobs)
+                if checked == len(guesses) or token != guesses[checked] or event.finish_reason is not None:
+                    break
+                seq.send(event)
+            if guesses:
+                # The KV keeps the pending token and the drafts the model agreed with.
+                self._stats.draft_tokens += len(guesses)
+                self._stats.draft_accepted += checked
+                keep = len(seq.slot.tokens) - len(guesses) + checked
+                llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, keep, -1)
+                del seq.slot.tokens[keep:]
             seq.send(event)
             if event.finish_reason is not None:
                 self._finish(seq, running, "completed")
+
+    def _drafts(self, running: list[Job]) -> dict[Job, list[int]]:
+        """Draft tokens for the decoding sequences that have room for them."""
+        if self._drafter is None:
+            return {}
+        requests, jobs = [], []
+        for seq in running:
+            if not seq.decoding or seq.produced == 0 or seq.probe is not None:
+                continue
+            used = len(seq.request.prompt_tokens) + seq.produced  # the pending token included
+            room = min(self._draft_max, seq.request.max_tokens - seq.produced - 1, self._context_length - used - 1)
+            if room >= self._draft_min:
+                requests.append(DraftRequest(seq, seq.slot.seq_id, seq.slot.tokens, seq.pending_token, room))
+                jobs.append(seq)
+        if not requests:
+            return {}
+        proposals = self._drafter.propose(requests)
+        return {seq: guesses for seq, guesses in zip(jobs, proposals) if len(guesses) >= self._draft_min}
+
+    def _answer_probe(self, seq: Job, row: int, running: list[Job]) -> None:
+        chain, top_n = seq.probe
+        logits = logits_row(self._ctx, row, self._n_vocab)
+        if chain is None:
+            probs = [(t, float(np.exp(lp))) for t, lp in top_entries(log_softmax(logits), top_n)]
+        else:
+            probs = filtered_distribution(chain, logits, self._n_vocab, top_n)
+        seq.send(probs)
+        self._finish(seq, running, "completed")
 
     def _record_prompt_logprobs(self, seq: Job, start: int, row: int) -> None:
         """Each prompt token's logprob given the tokens before it (the first token has none)."""

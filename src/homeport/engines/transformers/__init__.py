@@ -1,0 +1,10 @@
+"""The transformers engine: Hugging Face model folders (config.json + safetensors) served with
+torch behind the same `TextEngine` protocol as GGUF models.
+
+Importing this package does not import torch: `load_transformers_engine` does, when a model loads.
+"""
+
+from homeport.engines.transformers.loader import check_transformers_folder, load_transformers_engine
+from homeport.engines.transformers.support import TRANSFORMERS_LOAD_ARGS, unsupported_sampling
+
+__all__ = ["TRANSFORMERS_LOAD_ARGS", "check_transformers_folder", "load_transformers_engine", "unsupported_sampling"]
