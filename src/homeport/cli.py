@@ -114,6 +114,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         "--kv-unified", action=argparse.BooleanOptionalAction,
         help="one KV cache shared by all sequences (default; --no-kv-unified: one stream each, output independent of history)",
     )
+    model.add_argument("--mmproj", metavar="FILE", help="vision projector GGUF: the model takes images")
     model.add_argument("--spec-type", choices=("none", "draft", "ngram"),
                        help="speculative decoding: a draft model, or ngram (prompt lookup, no second model)")
     model.add_argument("--model-draft", metavar="NAME", help="draft model for speculative decoding (GGUF, same vocabulary)")

@@ -42,6 +42,7 @@ GGUF_LOAD_ARGS: dict[str, tuple[type, str]] = {
     "draft_p_min": (float, "the draft model stops when its top token is less likely than this (0-1)"),
     "gpu_layers_draft": (int, "the draft model's layers to offload to a GPU (-1 = all)"),
     "spec_ngram_size_n": (int, "prompt lookup: the longest n-gram matched (default 4)"),
+    "mmproj": (str, "a vision projector GGUF (path, or file name under the model dir): the model takes images"),
 }
 # Every name some engine honours; which ones apply depends on the model's format (checked at load).
 LOAD_ARGS = GGUF_LOAD_ARGS | {name: (kind, f"{meaning} (transformers models)")
@@ -49,7 +50,6 @@ LOAD_ARGS = GGUF_LOAD_ARGS | {name: (kind, f"{meaning} (transformers models)")
 SPEC_TYPES = {"none": "none", "draft": "draft", "draft-simple": "draft", "ngram": "ngram", "ngram-simple": "ngram"}
 # Known to the reference API, not available in homeport yet: refused, never silently dropped.
 NOT_YET = {
-    "mmproj": "vision projectors",
     "device_draft": "a separate device for the draft model",
     "ctx_size_draft": "a separate draft context size; the draft model's follows ctx_size",
     "spec_ngram_size_m": "a separate prompt-lookup draft length; use draft_max",
@@ -121,6 +121,7 @@ def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> 
         use_mlock=arg("mlock", False),
         kv_unified=arg("kv_unified", settings.kv_unified),
         speculative=speculative_config(settings, args),
+        mmproj=_side_file(args.get("mmproj", settings.mmproj), settings, "vision projector"),
         verbose=settings.debug,
     )
     return LlamaCppEngine.load(config)
@@ -144,6 +145,17 @@ def speculative_config(settings: Settings, args: dict[str, Any]) -> SpeculativeC
         kind="draft", draft_path=_draft_path(draft_name, settings), draft_p_min=args.get("draft_p_min", 0.0),
         draft_n_gpu_layers=args.get("gpu_layers_draft", settings.n_gpu_layers), **common,
     )
+
+
+def _side_file(name: str | None, settings: Settings, what: str) -> Path | None:
+    """A file named by path, or by file name relative to the model dir (projectors are not
+    models of their own, so the library does not list them)."""
+    if not name:
+        return None
+    for path in (Path(name).expanduser(), settings.model_dir / name):
+        if path.is_file():
+            return path
+    raise StartupError(f"{what} not found: {name} (looked for a file, and in {settings.model_dir})")
 
 
 def _draft_path(name: str, settings: Settings) -> Path:

@@ -64,6 +64,7 @@ class Settings(BaseModel):
     parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
     kv_unified: bool = True  # one KV cache for all sequences (faster batches); False: one stream each
+    mmproj: str | None = None  # a vision projector GGUF for the start-up model (path or file under model_dir)
     spec_type: Literal["none", "draft", "ngram"] | None = None  # None: draft when model_draft is set
     model_draft: str | None = None  # speculative decoding: a smaller GGUF with the same vocabulary
     draft_max: int = Field(4, ge=1, le=64)  # drafted tokens checked per step
@@ -108,7 +109,8 @@ class Settings(BaseModel):
             return pairs
         return value
 
-    @field_validator("listen_host", "api_key", "admin_key", "model", "model_draft", "rerank_model", mode="before")
+    @field_validator("listen_host", "api_key", "admin_key", "model", "model_draft", "rerank_model", "mmproj",
+                     mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".

@@ -5,9 +5,7 @@ and decoding images into the KV cache, driven by llama-cpp-python's low-level AP
 from __future__ import annotations
 
 import gc
-import struct
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,27 +17,13 @@ from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
 from homeport.errors import EngineError, InvalidRequestError, StartupError
 
 pytest.importorskip("gguf")
+from support.png import CHECKS, GRADIENT, png  # noqa: E402
 from support.tiny_mmproj import TOKENS_PER_IMAGE, write_tiny_mmproj  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
 THREADS = 1  # ggml spin-waits: more threads than free cores makes a decode crawl
 N_SEQ = 3
-
-
-def png(width: int, height: int, pixel) -> bytes:
-    """An 8-bit RGB PNG; pixel(x, y) gives (r, g, b)."""
-    rows = b"".join(b"\0" + bytes(c for x in range(width) for c in pixel(x, y)) for y in range(height))
-
-    def chunk(tag: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + tag + body + struct.pack(">I", zlib.crc32(tag + body))
-
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
-
-
-GRADIENT = png(32, 32, lambda x, y: (x * 8, y * 8, 128))
-CHECKS = png(48, 20, lambda x, y: (255, 255, 255) if (x // 4 + y // 4) % 2 else (0, 40, 200))
 
 
 @pytest.fixture(scope="module")

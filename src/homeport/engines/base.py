@@ -63,6 +63,20 @@ class SamplingParams:
         return (self.temperature <= 0.0 or self.top_k == 1) and self.mirostat_mode == 0
 
 
+class MediaSpan(Protocol):
+    start: int  # index in the prompt tokens where the image's placeholder ids begin
+    length: int  # how many placeholder ids (KV positions) it takes
+
+
+class PromptMedia(Protocol):
+    """A prompt with images, from `TextEngine.tokenize_media`: text tokens, and each image as a run
+    of placeholder ids (negative, equal for equal images, so a prefix cache compares them) that
+    only the engine that made them can decode."""
+
+    tokens: list[int]
+    segments: tuple[MediaSpan, ...]
+
+
 @dataclass(frozen=True)
 class GenerationRequest:
     prompt_tokens: list[int]
@@ -73,6 +87,7 @@ class GenerationRequest:
     prompt_logprobs: bool = False  # also report each prompt token's logprob (completions echo)
     render_special: bool = False  # show control tokens' text instead of skipping it
     use_prefix_cache: bool = True
+    media: PromptMedia | None = None  # the images inside prompt_tokens, when it has any
 
 
 TopLogprobs = tuple[tuple[int, float], ...]
@@ -147,6 +162,11 @@ class TextEngine(Protocol):
     def check_grammar(self, grammar: Grammar) -> str | None: ...  # why a grammar is unusable, or None
 
     def unsupported_sampling(self, params: SamplingParams) -> list[str]: ...  # non-neutral stages it cannot apply
+
+    def media_marker(self) -> str | None: ...  # the text marking an image in a prompt; None: no images
+
+    def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> PromptMedia: ...
+    # blocking (decodes and encodes the images): call it off the event loop; raises InvalidRequestError
 
     def fim_tokens(self) -> tuple[int, int, int] | None: ...  # (prefix, suffix, middle) if the model does FIM
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import random
+import zlib
+from dataclasses import dataclass
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -22,11 +24,28 @@ from homeport.engines.base import (
     TopLogprobs,
 )
 from homeport.engines.text import IncrementalUtf8
-from homeport.errors import EngineError
+from homeport.errors import EngineError, InvalidRequestError
 
 BOS_ID = 1
 EOS_ID = 2
 _BYTE_OFFSET = 3
+IMAGE_MARKER = "<image>"
+IMAGE_TOKENS = 4
+
+
+@dataclass(frozen=True)
+class FakeSpan:
+    start: int
+    length: int
+    image: bytes
+
+
+@dataclass
+class FakeMedia:
+    tokens: list[int]
+    segments: tuple[FakeSpan, ...]
+
+
 _WORDS = ("alpha", "beta", "gamma", "delta", "kappa", "omega", "sigma", "theta", "zeta", "lambda")
 
 
@@ -41,6 +60,7 @@ class FakeEngine:
         step_delay: float = 0.0,
         chat_template: str | None = None,
         fim: bool = False,
+        vision: bool = False,
     ) -> None:
         self.info = ModelInfo(
             model_id=model_id,
@@ -57,6 +77,7 @@ class FakeEngine:
         self._stop_requests: set[str | None] = set()
         self.queued = 0  # tests set this to simulate a backlog
         self.fim = fim
+        self.vision = vision  # accept images: each becomes IMAGE_TOKENS placeholder ids
         self.requests: list[GenerationRequest] = []  # what generate() was asked, for assertions
         self.loras: list[tuple[Path, float]] = []  # what set_loras() applied, for assertions
 
@@ -95,6 +116,23 @@ class FakeEngine:
 
     def unsupported_sampling(self, params: SamplingParams) -> list[str]:
         return []
+
+    def media_marker(self) -> str | None:
+        return IMAGE_MARKER if self.vision else None
+
+    def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> FakeMedia:
+        pieces = text.split(IMAGE_MARKER)
+        if not self.vision or len(pieces) != len(images) + 1:
+            raise InvalidRequestError("the images do not match the prompt's markers", param="messages")
+        tokens = self.tokenize(pieces[0], add_special=add_special)
+        segments = []
+        for image, piece in zip(images, pieces[1:]):
+            if not image.startswith(b"\x89PNG"):
+                raise InvalidRequestError("an image could not be decoded", param="messages")
+            segments.append(FakeSpan(len(tokens), IMAGE_TOKENS, image))
+            tokens += [-(zlib.crc32(image) % 1000) - 2] * IMAGE_TOKENS
+            tokens += self.tokenize(piece, add_special=False)
+        return FakeMedia(tokens, tuple(segments))
 
     def check_grammar(self, grammar: Grammar) -> str | None:
         if grammar.kind == "gbnf" and "root" not in grammar.source:

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from homeport.engines.base import TextEngine
+from homeport.engines.base import PromptMedia, TextEngine
 from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services import generation
@@ -22,7 +22,7 @@ from homeport.services.streams import merge
 from homeport.services.chat_output import DeltaAssembler, assemble_message, finish_reason_for, parser_for_plan
 from homeport.services.tool_calls import ToolCallParser, parser_for
 from homeport.services.tool_use import ToolPlan, plan_tools
-from homeport.services.prompts import BuiltPrompt, ChatPromptService
+from homeport.services.prompts import BuiltPrompt, ChatPromptService, images
 
 
 class ChatService:
@@ -52,9 +52,7 @@ class ChatService:
         prompt = built.text
         if self.debug:
             debug_log.info("chat prompt: %r", prompt)
-        # A template that writes the BOS token itself must not get a second one from the tokenizer.
-        bos = self.engine.info.bos_token
-        tokens = await generation.tokenize(self.engine, prompt, add_special=not (bos and prompt.startswith(bos)))
+        tokens, media = await self._prompt_tokens(request, prompt)
         sampling = self._sampling(request, plan)
         prepared = generation.prepare(
             self.engine,
@@ -67,6 +65,7 @@ class ChatService:
             sampling=sampling,
             logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             render_special=bool(plan and plan.parses_calls) or "<|channel|>" in built.template_source,
+            media=media,
         )
         choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
         formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
@@ -90,6 +89,29 @@ class ChatService:
             return len(self.engine.tokenize(text, add_special=False))
 
         return await asyncio.to_thread(self.prompts.build, request, tools=tools, count_tokens=count, budget=budget)
+
+    async def _prompt_tokens(self, request: ChatCompletionRequest, prompt: str) -> tuple[list[int], PromptMedia | None]:
+        """The prompt's tokens, and its images when it kept any (their bytes decoded and their
+        placeholders laid out by the engine, off the event loop)."""
+        # A template that writes the BOS token itself must not get a second one from the tokenizer.
+        bos = self.engine.info.bos_token
+        add_special = not (bos and prompt.startswith(bos))
+        if not images.has_slots(prompt):
+            return await generation.tokenize(self.engine, prompt, add_special=add_special), None
+        refs = images.image_refs(request.messages)
+        marker = self.engine.media_marker()
+        if marker is None:
+            raise InvalidRequestError(
+                f"the model {self.engine.info.model_id} does not accept images (load it with an mmproj "
+                "vision projector); send text content only", param=refs[0].param if refs else "messages",
+            )
+
+        def prepare() -> PromptMedia:
+            text, data = images.place_images(prompt, refs, marker)
+            return self.engine.tokenize_media(text, data, add_special=add_special)
+
+        media = await asyncio.to_thread(prepare)
+        return media.tokens, media
 
     def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
         sampling = build_sampling(request, self.engine)

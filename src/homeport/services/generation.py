@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from homeport.engines.base import GenerationRequest, TextEngine, TokenEvent
+from homeport.engines.base import GenerationRequest, PromptMedia, TextEngine, TokenEvent
 from homeport.errors import ContextLengthExceededError, InvalidRequestError, ServiceUnavailableError
 from homeport.schemas.common import SamplingFields
 from homeport.services.sampling import Sampling, build_sampling
@@ -117,6 +117,7 @@ def prepare(
     logprobs: int | None = None,
     prompt_logprobs: bool = False,
     render_special: bool = False,
+    media: PromptMedia | None = None,
 ) -> PreparedGeneration:
     """`render_special` keeps control tokens' text in the output even with skip_special_tokens
     (tool-call and channel markers are control tokens in several families)."""
@@ -135,6 +136,7 @@ def prepare(
         logprobs=logprobs,
         prompt_logprobs=prompt_logprobs,
         render_special=render_special or not fields.skip_special_tokens,
+        media=media,
     )
     return PreparedGeneration(
         request=request,

@@ -60,7 +60,8 @@ async def test_tool_choice_without_tools_is_400(client, spec):
 async def test_image_content_is_400_on_a_text_model(client, spec):
     content = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]
     response = await client.http.post(CHAT, json={"messages": [{"role": "user", "content": content}]})
-    assert_error(response, 400, spec, param="messages[0].content")
+    error = assert_error(response, 400, spec, param="messages[0].content[0].image_url")
+    assert "does not accept images" in error["message"]
 
 
 @pytest.mark.parametrize("stream", [False, True])

@@ -174,7 +174,8 @@ async def test_admin_load_with_args_unload_and_info(make):
     [({"bogus": 1}, "valid arguments"), ({"ctx_size": "big"}, "integer"), ({"cache_type": "q3"}, "cache_type"),
      ({"ctx_size_draft": 512}, "draft context"), ({"spec_type": "eagle"}, "spec_type must be"),
      ({"draft_max": 0}, "between 1 and 64"), ({"draft_p_min": 2}, "between 0 and 1"),
-     ({"mmproj": "p.gguf"}, "vision"), ({"no_mmap": "yes"}, "true or false")],
+     ({"mmproj": 3}, "string"), ({"spec_ngram_min_hits": 2}, "not supported yet"),
+     ({"no_mmap": "yes"}, "true or false")],
 )
 async def test_load_args_are_validated(make, args, needle):
     client, loader = make()

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from homeport.services.prompts.images import slot
+
 from homeport.engines.base import ModelInfo
 from homeport.errors import ChatTemplateError, ContextLengthExceededError, HomeportError, InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
@@ -252,14 +254,14 @@ def test_reasoning_content_sent_back_by_the_client_reaches_the_template(tmp_path
     assert "[assistant|a|think=r]" in build(service(tmp_path, chat_template=PROBE), request(messages)).text
 
 
-def test_image_parts_are_a_400_naming_the_message(tmp_path):
+def test_image_parts_become_numbered_slots_in_message_order(tmp_path):
+    image = {"type": "image_url", "image_url": {"url": "data:,"}}
     messages = [
-        {"role": "user", "content": "x"},
-        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:,"}}]},
+        {"role": "user", "content": [image, {"type": "text", "text": "x"}]},
+        {"role": "user", "content": [{"type": "text", "text": "y"}, image]},
     ]
-    with pytest.raises(InvalidRequestError, match="does not accept images") as caught:
-        build(service(tmp_path), request(messages))
-    assert caught.value.param == "messages[1].content"
+    text = build(service(tmp_path), request(messages)).text
+    assert text.index(slot(0)) < text.index("x") < text.index("y") < text.index(slot(1))
 
 
 # --- modes --------------------------------------------------------------------------------------

@@ -34,7 +34,8 @@ from homeport.engines.llama_cpp.lora import LoraSet
 from homeport.engines.llama_cpp.sampling import SamplerChain, build_chain, grammar_sampler
 from homeport.engines.llama_cpp.scheduler import STOP_THREAD, Job, Scheduler
 from homeport.engines.llama_cpp.speculative import DraftModel, DraftModelConfig, Drafter, NgramDrafter
-from homeport.errors import EngineError, StartupError
+from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
+from homeport.errors import EngineError, InvalidRequestError, StartupError, UnsupportedParameterError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,7 @@ class LlamaCppConfig:
     use_mlock: bool = False
     kv_unified: bool = True  # one KV cache shared by all sequences, or one stream each
     speculative: SpeculativeConfig | None = None
+    mmproj: Path | None = None  # a vision projector: the model then takes images
     verbose: bool = False
 
     def effective_args(self) -> dict:
@@ -74,6 +76,7 @@ class LlamaCppConfig:
             "parallel": self.parallel, "cache_type": self.cache_type, "flash_attn": self.flash_attn,
             "rope_freq_base": self.rope_freq_base, "no_mmap": not self.use_mmap, "mlock": self.use_mlock,
             "kv_unified": self.kv_unified, **(self.speculative.effective_args() if self.speculative else {}),
+            **({"mmproj": str(self.mmproj)} if self.mmproj else {}),
         }
 
 
@@ -106,7 +109,7 @@ class LlamaCppEngine:
     """A GGUF model served by llama.cpp. Construct with `load()` (blocking: call it off the loop)."""
 
     def __init__(self, config: LlamaCppConfig, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
-                 context_length: int, drafter: Drafter | None = None) -> None:
+                 context_length: int, drafter: Drafter | None = None, vision: VisionProjector | None = None) -> None:
         self.config = config
         self._model = model
         self._ctx = ctx
@@ -116,6 +119,7 @@ class LlamaCppEngine:
         self._stats = GenerationStats()
         self._live: set[Job] = set()
         self._thread: threading.Thread | None = None
+        self._vision = vision
         n_batch = min(config.batch_size, context_length)
         self._scheduler = Scheduler(
             ctx,
@@ -128,6 +132,7 @@ class LlamaCppEngine:
             piece=self._piece,
             stats=self._stats,
             drafter=drafter,
+            vision=vision,
             draft_max=config.speculative.draft_max if config.speculative else 0,
             draft_min=config.speculative.draft_min if config.speculative else 0,
         )
@@ -195,13 +200,19 @@ class LlamaCppEngine:
                 f"cannot create a llama.cpp context of {context_length} tokens x {config.parallel} sequences "
                 f"for {config.path} (not enough memory? try a smaller --ctx-size or --parallel)"
             ) from None
+        drafter = vision = None
         try:
             drafter = _load_drafter(config, model, context_length, n_batch, threads)
+            if config.mmproj is not None:
+                vision = VisionProjector.load(config.mmproj, model, threads=threads, use_gpu=config.n_gpu_layers != 0,
+                                              verbose=config.verbose)
         except StartupError:
+            if drafter is not None:
+                drafter.close()
             ctx.close()
             model.close()
             raise
-        return cls(config, model, ctx, context_length, drafter)
+        return cls(config, model, ctx, context_length, drafter, vision)
 
     async def start(self) -> None:
         self._thread = threading.Thread(target=self._scheduler.run, name=f"llama.cpp:{self.info.model_id}", daemon=True)
@@ -213,6 +224,8 @@ class LlamaCppEngine:
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self._scheduler.close()
+        if self._vision is not None:
+            self._vision.close()
         self._loras.close()
         self._ctx.close()
         self._model.close()
@@ -267,6 +280,29 @@ class LlamaCppEngine:
 
     def unsupported_sampling(self, params: SamplingParams) -> list[str]:
         return []  # every SamplingParams stage is a native sampler
+
+    def media_marker(self) -> str | None:
+        return self._vision.marker if self._vision is not None else None
+
+    def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> MediaPrompt:
+        """Blocking (image decoding and the vision encoder): call it off the event loop. The
+        images are encoded here, on the caller's thread, so the engine thread only decodes their
+        embeddings and running generations do not wait for the encoder."""
+        if self._vision is None:
+            raise UnsupportedParameterError(f"the model {self.info.model_id} does not accept images", param="messages")
+        media = self._vision.tokenize(text, images, add_special=add_special, parse_special=True)
+        if media.segments and media.segments[-1].start + media.segments[-1].length >= len(media.tokens):
+            media.close()
+            raise InvalidRequestError("a prompt cannot end with an image", param="messages")
+        for segment in media.segments:
+            if self._vision.non_causal and segment.length > self._scheduler.max_image_tokens:
+                media.close()
+                raise InvalidRequestError(
+                    f"an image takes {segment.length} tokens, more than this model's --ubatch-size "
+                    f"({self._scheduler.max_image_tokens}) allows", param="messages",
+                )
+        media.embeddings = [self._vision.encode(segment) for segment in media.segments]
+        return media
 
     def check_grammar(self, grammar: Grammar) -> str | None:
         # llama.cpp's grammar parser prints its errors, quoting the grammar, straight to stderr:
@@ -372,7 +408,7 @@ class LlamaCppEngine:
         chain = build_chain(request.sampling, self._model, self._n_vocab, self.info.context_length)
         if chain.history_stages:
             # The repetition windows cover the prompt too, as llama-server does.
-            chain.accept_history(request.prompt_tokens)
+            chain.accept_history([t for t in request.prompt_tokens if t >= 0])  # not image placeholders
         return chain
 
 

@@ -28,6 +28,7 @@ from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest, GenerationStats, TokenEvent
 from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest
+from homeport.engines.llama_cpp.vision import VisionProjector
 from homeport.engines.llama_cpp.sampling import (
     SamplerChain,
     filtered_distribution,
@@ -120,6 +121,7 @@ class Scheduler:
         piece: Callable[[int, bool], bytes],
         stats: GenerationStats,
         drafter: Drafter | None = None,
+        vision: VisionProjector | None = None,
         draft_max: int = 0,
         draft_min: int = 0,
     ) -> None:
@@ -133,6 +135,7 @@ class Scheduler:
         self._piece = piece
         self._stats = stats
         self._drafter = drafter
+        self._vision = vision
         self._draft_max = draft_max if drafter is not None else 0
         self._draft_min = max(1, draft_min)
         # A step: the prompt budget, plus each decoding sequence's pending token and its drafts.
@@ -142,6 +145,11 @@ class Scheduler:
         self._free = list(self._slots)
         self._clock = itertools.count(1)
         self.inbox: queue.SimpleQueue = queue.SimpleQueue()
+
+    @property
+    def max_image_tokens(self) -> int:
+        """An image attended bidirectionally must fit one compute pass (llama.cpp aborts otherwise)."""
+        return llama_cpp.llama_n_ubatch(self._ctx.ctx)
 
     def close(self) -> None:
         """After the thread has ended: frees the batch and fails calls it never took."""
@@ -251,6 +259,9 @@ class Scheduler:
         # Keep whole aligned chunks only, and always leave the last prompt token to decode (its
         # logits give the first sampled token).
         reuse = (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
+        for segment in _segments(seq):
+            if segment.start < reuse < segment.start + segment.length:
+                reuse = segment.start  # an image is decoded whole or not at all
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
         del slot.tokens[reuse:]
         seq.prefilled = seq.cached = reuse
@@ -291,6 +302,14 @@ class Scheduler:
         # (job, its batch rows to sample in turn, the drafts those rows check)
         sample_at: list[tuple[Job, list[int], list[int]]] = []
         prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
+        # Images first: each is its own decode call, which would wipe the logits of the batch.
+        for seq in [s for s in running if not s.decoding and s.request.media is not None]:
+            try:
+                self._decode_images(seq)
+            except EngineError as exc:  # this request's image only: the others go on
+                log.error("decoding an image failed")
+                seq.send(exc)
+                self._finish(seq, running, "failed", keep_cache=False)
         drafts = self._drafts(running)
         for seq in running:
             if seq.decoding:
@@ -309,6 +328,7 @@ class Scheduler:
             prompt = seq.request.prompt_tokens
             start = seq.prefilled
             end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
+            end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
             if prefill + (end - start) > self._n_batch:
                 continue  # this step is full; the chunk goes whole into a later one
             prefill += end - start
@@ -363,8 +383,8 @@ class Scheduler:
             return {}
         requests, jobs = [], []
         for seq in running:
-            if not seq.decoding or seq.produced == 0 or seq.probe is not None:
-                continue
+            if not seq.decoding or seq.produced == 0 or seq.probe is not None or seq.request.media is not None:
+                continue  # (a draft model cannot see images; it would draft blind)
             used = len(seq.request.prompt_tokens) + seq.produced  # the pending token included
             room = min(self._draft_max, seq.request.max_tokens - seq.produced - 1, self._context_length - used - 1)
             if room >= self._draft_min:
@@ -374,6 +394,19 @@ class Scheduler:
             return {}
         proposals = self._drafter.propose(requests)
         return {seq: guesses for seq, guesses in zip(jobs, proposals) if len(guesses) >= self._draft_min}
+
+    def _decode_images(self, seq: Job) -> None:
+        """Decodes the images the sequence's prefill has reached (their embeddings were made when
+        the request was tokenized), each into the KV at its positions."""
+        media = seq.request.media
+        for index, segment in enumerate(media.segments):
+            if segment.start != seq.prefilled:
+                continue
+            self._vision.decode_image(self._ctx, segment, seq_id=seq.slot.seq_id, n_past=segment.start,
+                                      n_batch=self._n_batch, embeddings=media.embeddings[index])
+            end = segment.start + segment.length
+            seq.slot.tokens.extend(seq.request.prompt_tokens[segment.start:end])
+            seq.prefilled = end
 
     def _answer_probe(self, seq: Job, row: int, running: list[Job]) -> None:
         chain, top_n = seq.probe
@@ -424,6 +457,10 @@ class Scheduler:
         batch.n_seq_id[i] = 1
         batch.seq_id[i][0] = seq_id
         batch.logits[i] = logits
+
+
+def _segments(seq: Job) -> tuple:
+    return seq.request.media.segments if seq.request.media is not None else ()
 
 
 def _fail(call: _Call, error: Exception) -> None:

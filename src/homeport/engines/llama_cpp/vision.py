@@ -76,6 +76,7 @@ class MediaSegment:
 class MediaPrompt:
     tokens: list[int]  # text tokens; each image as `length` copies of its negative placeholder id
     segments: tuple[MediaSegment, ...]
+    embeddings: list[np.ndarray] = field(default_factory=list)  # per segment, when encoded ahead of decoding
 
     def close(self) -> None:
         """Frees the images' preprocessed pixels (idempotent); segments cannot be decoded after."""

@@ -14,7 +14,7 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from homeport.engines.base import (
     GenerationRequest,
@@ -122,6 +122,12 @@ class TransformersEngine:
 
     def check_grammar(self, grammar: Grammar) -> str | None:
         return GRAMMAR_UNSUPPORTED
+
+    def media_marker(self) -> str | None:
+        return None  # image inputs: GGUF models with an mmproj only, for now
+
+    def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> NoReturn:
+        raise UnsupportedParameterError("image inputs are not supported by the transformers engine yet", param="messages")
 
     def unsupported_sampling(self, params: SamplingParams) -> list[str]:
         """Sampling parameters set to a value this engine cannot apply (it treats them as neutral)."""

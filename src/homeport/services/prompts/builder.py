@@ -27,6 +27,7 @@ from homeport.engines.base import ModelInfo
 from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services.prompts import instruction_templates, messages as msgs
+from homeport.services.prompts.images import show_slots
 from homeport.services.prompts.characters import CharacterLibrary, substitute_names
 from homeport.services.prompts.chat_mode import DEFAULT_CHAT_TEMPLATE, Persona, resolve_persona
 from homeport.services.prompts.chat_templates import ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
@@ -73,7 +74,7 @@ class ChatPromptService:
         """The prompt a chat request would get, untruncated (`/v1/internal/chat-prompt`)."""
         tools = request.tools if request.tools and request.tool_choice != "none" else None
         built = await asyncio.to_thread(self.build, request, tools=tools, count_tokens=len, budget=None)
-        return {"prompt": built.text}
+        return {"prompt": show_slots(built.text)}
 
     def build(
         self,

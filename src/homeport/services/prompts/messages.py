@@ -7,11 +7,13 @@ mapping (they do `arguments | tojson` or `arguments.items()`), and earlier repli
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatMessage, TextPart
+from homeport.services.prompts.images import slot
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
 
@@ -38,20 +40,17 @@ def normalize(messages: list[ChatMessage], *, keep_last_reasoning_inline: bool =
     """Every message as templates expect it. With `keep_last_reasoning_inline` (continuing the
     last reply), the last message's <think> text stays in its content: that is where it goes on."""
     last = len(messages) - 1
+    images = itertools.count()  # image parts become numbered slots (see images.py), in order
     return [
-        _normalize(index, message, split_think=not (keep_last_reasoning_inline and index == last))
+        _normalize(message, images, split_think=not (keep_last_reasoning_inline and index == last))
         for index, message in enumerate(messages)
     ]
 
 
-def _normalize(index: int, message: ChatMessage, *, split_think: bool) -> dict:
+def _normalize(message: ChatMessage, images: Iterator[int], *, split_think: bool) -> dict:
     content = message.content
     if isinstance(content, list):
-        if any(not isinstance(part, TextPart) for part in content):
-            raise InvalidRequestError(
-                "this model does not accept images; send text content only", param=f"messages[{index}].content"
-            )
-        content = "\n".join(part.text for part in content)
+        content = "\n".join(part.text if isinstance(part, TextPart) else slot(next(images)) for part in content)
     normalized: dict[str, Any] = {
         "role": "system" if message.role == "developer" else message.role,
         "content": content or "",
