@@ -5,8 +5,9 @@
 Starts homeport on the default model three times: plain, prompt lookup (`--spec-type ngram
 --draft-max 8`), and a draft model (`--model-draft` = the model itself: the only GGUF here with
 its vocabulary, so it shows the cost of drafting at 100% acceptance, not a real speed-up). Each
-serves two greedy completions: a prompt whose reply repeats its input (continuing a list already
-written once: where prompt lookup pays off) and free prose. Prints completion tokens per second
+serves a greedy completion whose reply repeats its input (continuing a list already written once:
+where prompt lookup pays off), greedy prose (which this small base model makes repetitive too) and
+sampled prose. Prints completion tokens per second
 and the ratio to plain, plus the drafts accepted. Timings are not tests: a noisy shared machine
 moves them, the ratios in one run are what to read.
 """
@@ -26,9 +27,11 @@ from serving import free_port, wait_ready  # noqa: E402
 
 ITEMS = "\n".join(f"{i}. The {w} report for region {i} is due on the {i + 3}th." for i, w in
                   enumerate(["annual", "quarterly", "weekly", "monthly", "daily", "audit", "budget", "safety"], 1))
-PROMPTS = {
-    "repeats its input": f"Checklist:\n{ITEMS}\n\nThe same checklist, copied again:\n1. The",
-    "free prose": "Once upon a time, in a small village by the sea, there lived",
+PROMPT_PROSE = "Once upon a time, in a small village by the sea, there lived"
+PROMPTS = {  # name → (prompt, sampling)
+    "repeats its input": (f"Checklist:\n{ITEMS}\n\nThe same checklist, copied again:\n1. The", {"temperature": 0}),
+    "greedy prose": (PROMPT_PROSE, {"temperature": 0}),
+    "sampled prose (T 0.8)": (PROMPT_PROSE, {"temperature": 0.8, "seed": 3}),
 }
 CONFIGS = {
     "plain": [],
@@ -45,8 +48,8 @@ def measure(flags: list[str], tokens: int) -> tuple[dict[str, float], dict]:
     try:
         wait_ready(f"{base}/health", process)
         speeds = {}
-        for name, prompt in PROMPTS.items():
-            payload = {"prompt": prompt, "max_tokens": tokens, "temperature": 0, "logit_bias": {"1": -100, "106": -100}}
+        for name, (prompt, sampling) in PROMPTS.items():
+            payload = {"prompt": prompt, "max_tokens": tokens, "logit_bias": {"1": -100, "106": -100}, **sampling}
             httpx.post(f"{base}/v1/completions", json={**payload, "max_tokens": 4}, timeout=600)  # warm the cache
             best = 0.0
             for _ in range(2):

@@ -43,19 +43,24 @@ GGUF_LOAD_ARGS: dict[str, tuple[type, str]] = {
     "gpu_layers_draft": (int, "the draft model's layers to offload to a GPU (-1 = all)"),
     "spec_ngram_size_n": (int, "prompt lookup: the longest n-gram matched (default 4)"),
     "mmproj": (str, "a vision projector GGUF (path, or file name under the model dir): the model takes images"),
+    "split_mode": (str, "how layers spread over several GPUs: none, layer (default) or row"),
+    "tensor_split": (str, "each GPU's share of the model, comma-separated (e.g. 60,40)"),
+    "no_kv_offload": (bool, "keep the KV cache in system memory when layers are on a GPU"),
+    "loader": (str, "llama.cpp (GGUF) or Transformers (Hugging Face folders): must match the model"),
 }
+SPLIT_MODES = ("none", "layer", "row")
+LOADERS = {"llama.cpp": "gguf", "llamacpp": "gguf", "llama_cpp": "gguf", "transformers": "transformers"}
 # Every name some engine honours; which ones apply depends on the model's format (checked at load).
 LOAD_ARGS = GGUF_LOAD_ARGS | {name: (kind, f"{meaning} (transformers models)")
                              for name, (kind, meaning) in TRANSFORMERS_LOAD_ARGS.items() if name not in GGUF_LOAD_ARGS}
 SPEC_TYPES = {"none": "none", "draft": "draft", "draft-simple": "draft", "ngram": "ngram", "ngram-simple": "ngram"}
 # Known to the reference API, not available in homeport yet: refused, never silently dropped.
 NOT_YET = {
+    "numa": "NUMA placement",
     "device_draft": "a separate device for the draft model",
     "ctx_size_draft": "a separate draft context size; the draft model's follows ctx_size",
     "spec_ngram_size_m": "a separate prompt-lookup draft length; use draft_max",
     "spec_ngram_min_hits": "prompt-lookup hit thresholds",
-    "tensor_split": "multi-GPU splits",
-    "split_mode": "multi-GPU splits",
 }
 
 
@@ -84,10 +89,27 @@ def validate_load_args(args: dict[str, Any] | None) -> dict[str, Any]:
             raise InvalidRequestError(f"load argument {name!r} must not be negative", param=f"args.{name}")
         if name in ("draft_max", "spec_ngram_size_n") and not 1 <= value <= 64:
             raise InvalidRequestError(f"load argument {name!r} must be between 1 and 64", param=f"args.{name}")
+        if name == "split_mode" and value not in SPLIT_MODES:
+            raise InvalidRequestError("split_mode must be none, layer or row", param="args.split_mode")
+        if name == "tensor_split":
+            value = _tensor_split(value)
+        if name == "loader" and value.lower() not in LOADERS:
+            raise InvalidRequestError("loader must be llama.cpp or Transformers", param="args.loader")
         if name == "draft_p_min" and not 0.0 <= value <= 1.0:
             raise InvalidRequestError("draft_p_min must be between 0 and 1", param="args.draft_p_min")
         checked["n_gpu_layers" if name == "gpu_layers" else name] = value
     return checked
+
+
+def _tensor_split(value: str) -> tuple[float, ...]:
+    try:
+        shares = tuple(float(part) for part in value.split(","))
+    except ValueError:
+        shares = ()
+    if not shares or any(share < 0 for share in shares) or sum(shares) <= 0:
+        raise InvalidRequestError("tensor_split must be comma-separated non-negative shares, e.g. 60,40",
+                                  param="args.tensor_split")
+    return shares
 
 
 def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> TextEngine:
@@ -122,6 +144,9 @@ def load_engine(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> 
         kv_unified=arg("kv_unified", settings.kv_unified),
         speculative=speculative_config(settings, args),
         mmproj=_side_file(args.get("mmproj", settings.mmproj), settings, "vision projector"),
+        split_mode=arg("split_mode", "layer"),
+        tensor_split=arg("tensor_split", ()),
+        offload_kqv=not arg("no_kv_offload", False),
         verbose=settings.debug,
     )
     return LlamaCppEngine.load(config)
@@ -170,7 +195,13 @@ def _draft_path(name: str, settings: Settings) -> Path:
 
 def _check_args_fit(entry: ModelEntry, args: dict[str, Any]) -> None:
     valid = TRANSFORMERS_LOAD_ARGS if entry.format == "transformers" else GGUF_LOAD_ARGS
+    loader = args.get("loader")
+    if loader is not None and LOADERS[loader.lower()] != entry.format:
+        raise InvalidRequestError(f"{entry.id} is a {entry.format} model: the {loader} loader cannot load it",
+                                  param="args.loader")
     for name in args:
+        if name == "loader":
+            continue
         if name not in valid:
             raise InvalidRequestError(
                 f"load argument {name!r} does not apply to {entry.format} models; "

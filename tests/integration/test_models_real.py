@@ -50,10 +50,18 @@ def test_switching_models_under_concurrent_requests(library_server):
 def test_admin_load_args_take_effect_and_a_broken_file_fails_cleanly(library_server):
     server = library_server
     with server.http() as http:
-        loaded = http.post("/v1/internal/model/load", json={"model_name": "twin", "args": {"ctx_size": 512, "cache_type": "q8_0"}})
+        args = {"ctx_size": 512, "cache_type": "q8_0", "split_mode": "none", "tensor_split": "1", "no_kv_offload": True,
+                "loader": "llama.cpp", "spec_type": "ngram", "draft_max": 6}
+        loaded = http.post("/v1/internal/model/load", json={"model_name": "twin", "args": args})
         assert loaded.json() == "OK", loaded.text
         info = http.get("/v1/internal/model/info").json()
         assert info["model_name"] == "twin" and info["context_length"] == 512 and info["args"]["cache_type"] == "q8_0"
+        assert {k: info["args"][k] for k in ("split_mode", "tensor_split", "no_kv_offload", "spec_type", "draft_max")} == {
+            "split_mode": "none", "tensor_split": "1", "no_kv_offload": True, "spec_type": "ngram", "draft_max": 6}
+        text = http.post("/v1/completions", json={"model": "twin", "prompt": "1, 2, 3, 4, 1, 2, 3, 4, 1, 2,",
+                                                   "max_tokens": 12, "temperature": 0}).json()["choices"][0]["text"]
+        assert text.startswith(" 3, 4")
+        assert http.get("/v1/internal/model/info").json()["generation"]["draft_accepted"] > 0
         broken = http.post("/v1/completions", json={"model": "broken", "prompt": "x", "max_tokens": 2})
         assert broken.status_code == 400 and broken.json()["error"]["code"] == "model_load_failed"
         assert http.post("/v1/internal/model/unload", json={"model_name": "twin"}).json() == "OK"

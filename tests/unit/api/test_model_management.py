@@ -5,7 +5,8 @@ import asyncio
 import pytest
 
 from homeport.engines.fake import FakeEngine
-from homeport.errors import StartupError
+from homeport.errors import InvalidRequestError, StartupError
+from homeport.model_paths import ModelEntry
 from homeport.model_loading import load_engine, speculative_config, validate_load_args
 from homeport.settings import Settings
 
@@ -175,6 +176,8 @@ async def test_admin_load_with_args_unload_and_info(make):
      ({"ctx_size_draft": 512}, "draft context"), ({"spec_type": "eagle"}, "spec_type must be"),
      ({"draft_max": 0}, "between 1 and 64"), ({"draft_p_min": 2}, "between 0 and 1"),
      ({"mmproj": 3}, "string"), ({"spec_ngram_min_hits": 2}, "not supported yet"),
+     ({"split_mode": "diagonal"}, "split_mode must be"), ({"tensor_split": "60,x"}, "tensor_split must be"),
+     ({"loader": "exllama"}, "loader must be"),
      ({"no_mmap": "yes"}, "true or false")],
 )
 async def test_load_args_are_validated(make, args, needle):
@@ -184,8 +187,17 @@ async def test_load_args_are_validated(make, args, needle):
     assert loader.loads == []
 
 
-def test_load_arg_aliases():
+def test_load_arg_aliases_and_parsing():
     assert validate_load_args({"gpu_layers": -1, "threads": 2}) == {"n_gpu_layers": -1, "threads": 2}
+    assert validate_load_args({"tensor_split": "60, 40"}) == {"tensor_split": (60.0, 40.0)}
+
+
+def test_args_must_fit_the_model_format(tmp_path):
+    entry = ModelEntry("m", tmp_path / "m.gguf", "gguf", 0)
+    with pytest.raises(InvalidRequestError, match="the Transformers loader cannot load it"):
+        load_engine(entry, Settings(), {"loader": "Transformers"})
+    with pytest.raises(InvalidRequestError, match="'dtype' does not apply to gguf models"):
+        load_engine(entry, Settings(), {"dtype": "float32"})
 
 
 def test_speculative_config_from_args_over_settings(tmp_path):

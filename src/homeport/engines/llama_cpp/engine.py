@@ -66,6 +66,9 @@ class LlamaCppConfig:
     kv_unified: bool = True  # one KV cache shared by all sequences, or one stream each
     speculative: SpeculativeConfig | None = None
     mmproj: Path | None = None  # a vision projector: the model then takes images
+    split_mode: str = "layer"  # none | layer | row: how layers spread over several GPUs
+    tensor_split: tuple[float, ...] = ()  # each GPU's share; () = by free memory
+    offload_kqv: bool = True  # KV cache on the GPU with the layers
     verbose: bool = False
 
     def effective_args(self) -> dict:
@@ -77,6 +80,8 @@ class LlamaCppConfig:
             "rope_freq_base": self.rope_freq_base, "no_mmap": not self.use_mmap, "mlock": self.use_mlock,
             "kv_unified": self.kv_unified, **(self.speculative.effective_args() if self.speculative else {}),
             **({"mmproj": str(self.mmproj)} if self.mmproj else {}),
+            "split_mode": self.split_mode, "tensor_split": ",".join(f"{s:g}" for s in self.tensor_split),
+            "no_kv_offload": not self.offload_kqv,
         }
 
 
@@ -101,6 +106,8 @@ class SpeculativeConfig:
                 "gpu_layers_draft": self.draft_n_gpu_layers}
 
 
+_SPLIT_MODES = {"none": llama_cpp.LLAMA_SPLIT_MODE_NONE, "layer": llama_cpp.LLAMA_SPLIT_MODE_LAYER,
+                "row": llama_cpp.LLAMA_SPLIT_MODE_ROW}
 _KV_TYPES = {"fp16": llama_cpp.GGML_TYPE_F16, "f16": llama_cpp.GGML_TYPE_F16,
              "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
@@ -160,6 +167,12 @@ class LlamaCppEngine:
             raise StartupError(f"model file not found: {config.path}")
         model_params = llama_cpp.llama_model_default_params()
         model_params.n_gpu_layers = 0x7FFFFFFF if config.n_gpu_layers < 0 else config.n_gpu_layers
+        model_params.split_mode = _SPLIT_MODES[config.split_mode]
+        shares = (ctypes.c_float * max(1, llama_cpp.llama_max_devices()))()
+        if config.tensor_split:
+            for index, share in enumerate(config.tensor_split[:len(shares)]):
+                shares[index] = share
+            model_params.tensor_split = shares  # read during the load only; `shares` outlives it
         if not config.use_mmap or config.use_mlock:  # otherwise llama.cpp's own default (auto)
             model_params.load_mode = (
                 (llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE)
@@ -192,6 +205,7 @@ class LlamaCppEngine:
         if config.rope_freq_base:
             ctx_params.rope_freq_base = config.rope_freq_base
         ctx_params.no_perf = True
+        ctx_params.offload_kqv = config.offload_kqv
         try:
             ctx = _internals.LlamaContext(model=model, params=ctx_params, verbose=config.verbose)
         except ValueError:
