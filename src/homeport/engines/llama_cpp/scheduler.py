@@ -42,6 +42,7 @@ from homeport.errors import EngineError
 log = logging.getLogger(__name__)
 
 STOP_THREAD = object()  # put in the inbox to end the thread
+MAX_DRAFT_PAUSE = 16  # steps
 
 
 @dataclass(eq=False)
@@ -79,6 +80,8 @@ class Job:
     sampler: SamplerChain | None = None
     decoder: IncrementalUtf8 = field(default_factory=IncrementalUtf8)
     prompt_logprobs: list = field(default_factory=list)  # filled while prefilling, when asked for
+    draft_misses: int = 0  # speculative decoding: steps in a row whose drafts were all rejected
+    draft_pause: int = 0  # steps to decode without drafts before trying again
     # A distribution probe (the logits endpoint): answer with the next-token distribution after
     # the first decode, filtered by this chain (None: the raw model distribution), then end.
     probe: tuple[SamplerChain | None, int] | None = None
@@ -370,6 +373,10 @@ class Scheduler:
                 # The KV keeps the pending token and the drafts the model agreed with.
                 self._stats.draft_tokens += len(guesses)
                 self._stats.draft_accepted += checked
+                # Where drafts keep missing (free sampling, text unlike its context), checking them
+                # only costs: back off exponentially, and start over at the first hit.
+                seq.draft_misses = seq.draft_misses + 1 if checked == 0 else 0
+                seq.draft_pause = min(MAX_DRAFT_PAUSE, 2 ** seq.draft_misses - 1)
                 keep = len(seq.slot.tokens) - len(guesses) + checked
                 llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, keep, -1)
                 del seq.slot.tokens[keep:]
@@ -385,6 +392,9 @@ class Scheduler:
         for seq in running:
             if not seq.decoding or seq.produced == 0 or seq.probe is not None or seq.request.media is not None:
                 continue  # (a draft model cannot see images; it would draft blind)
+            if seq.draft_pause:
+                seq.draft_pause -= 1
+                continue
             used = len(seq.request.prompt_tokens) + seq.produced  # the pending token included
             room = min(self._draft_max, seq.request.max_tokens - seq.produced - 1, self._context_length - used - 1)
             if room >= self._draft_min:

@@ -114,7 +114,7 @@ class _DraftSeq:
 
 class DraftModel:
     """A smaller model with the same vocabulary, run greedily on its own llama.cpp context (one
-    sequence per slot, like the main one). Its KV follows each sequence lazily: before drafting,
+    sequence per slot, like the main one). Its KV follows each generation lazily: before drafting,
     whatever the main model accepted since is decoded, in chunks of at most `n_batch` tokens per
     step so catching up on a long prompt never stalls the other sequences for long."""
 
@@ -216,7 +216,12 @@ class DraftModel:
         state = self._seqs[request.seq_id]
         history = request.history
         if state.key is not request.key:
+            # A new generation starts the draft from scratch: reusing the last one's KV would
+            # change how its prompt is batched, hence the drafts, hence (by a rounding) the
+            # verifying batches: the same seeded request must give the same tokens each time.
             state.key, state.checked = request.key, 0
+            llama_cpp.llama_memory_seq_rm(self._memory, request.seq_id, -1, -1)
+            state.tokens.clear()
         shared = state.checked  # within a generation, what was checked stays true: history only grows
         limit = min(len(state.tokens), len(history))
         while shared < limit and state.tokens[shared] == history[shared]:
@@ -256,7 +261,7 @@ class DraftModel:
         batch.logits[i] = logits
 
     def forget(self, key: object) -> None:
-        pass  # the KV stays: a later generation on the slot may share its prefix
+        pass  # the next generation on the slot clears it (see _sync)
 
     def clear(self) -> None:
         for state in self._seqs:
