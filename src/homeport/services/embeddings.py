@@ -16,24 +16,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import logging
 import math
 import sys
-import threading
 from array import array
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from homeport.engines.embeddings import EmbedderConfig, load_embedder
 from homeport.engines.embeddings.base import Embedder
-from homeport.errors import EngineError, HomeportError, InvalidRequestError, ServiceUnavailableError
+from homeport.errors import EngineError, InvalidRequestError
 from homeport.schemas.embeddings import EmbeddingRequest
+from homeport.services.micro_batch import MicroBatcher
 
-log = logging.getLogger(__name__)
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 
@@ -53,31 +48,13 @@ class Embedded:
         return sum(self.token_counts)
 
 
-@dataclass
-class _Job:
-    inputs: list[Text]
-    future: asyncio.Future
-
-
-@dataclass(frozen=True)
-class _BatchResult:
-    vectors: list[list[float]]
-    token_counts: list[int]
-
-
 class EmbeddingService:
     def __init__(self, load: Callable[[], Embedder], *, max_batch_texts: int = 256) -> None:
         """`load` builds the embedder (blocking, slow; may raise a HomeportError such as a 503);
         it is called in the worker thread on first use, and again after a failure."""
-        self._load = load
-        self._max_batch_texts = max_batch_texts
-        self._embedder: Embedder | None = None
-        self._load_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeport-embeddings")
-        self._pending: deque[_Job] = deque()
-        self._worker: asyncio.Task | None = None
-        self._batches = 0
-        self._texts = 0
+        self._batcher: MicroBatcher[Embedder, Text, tuple[list[float], int]] = MicroBatcher(
+            load, _embed_batch, what="embedding model", max_items=max_batch_texts
+        )
 
     @classmethod
     def from_config(cls, config: EmbedderConfig, **kwargs) -> EmbeddingService:
@@ -113,93 +90,30 @@ class EmbeddingService:
 
     async def embedder(self) -> Embedder:
         """The embedder, loaded on first use in the worker thread."""
-        if self._embedder is None:
-            await asyncio.get_running_loop().run_in_executor(self._executor, self._load_once)
-        assert self._embedder is not None
-        return self._embedder
+        return await self._batcher.model()
 
     async def embed(self, inputs: Sequence[Text]) -> Embedded:
         """Embed texts (or token-id lists) in the next batch; unit vectors, in order."""
         embedder = await self.embedder()
-        if not inputs:
-            return Embedded(embedder.model_id, [], [])
-        loop = asyncio.get_running_loop()
-        job = _Job(list(inputs), loop.create_future())
-        self._pending.append(job)
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._worker = loop.create_task(self._drain(), name="homeport-embedding-batches")
-        result: _BatchResult = await job.future
-        return Embedded(embedder.model_id, result.vectors, result.token_counts)
+        results = await self._batcher.submit(inputs)
+        return Embedded(embedder.model_id, [vector for vector, _ in results], [count for _, count in results])
 
     def stats(self) -> dict:
         """Counters: batches run and texts embedded (no text)."""
-        return {"batches": self._batches, "texts": self._texts, "queued": len(self._pending)}
+        return {"batches": self._batcher.batches, "texts": self._batcher.items, "queued": self._batcher.queued}
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    # ---- internals ---------------------------------------------------------------------------------
-
-    def _load_once(self) -> None:
-        with self._load_lock:
-            if self._embedder is not None:
-                return
-            try:
-                self._embedder = self._load()
-            except HomeportError:
-                raise
-            except Exception as exc:
-                log.error("embedding model failed to load: %s", type(exc).__name__)
-                raise ServiceUnavailableError("The embedding model could not be loaded.") from None
-
-    def _next_batch(self) -> list[_Job]:
-        batch = [self._pending.popleft()]
-        size = len(batch[0].inputs)
-        while self._pending and size + len(self._pending[0].inputs) <= self._max_batch_texts:
-            job = self._pending.popleft()
-            batch.append(job)
-            size += len(job.inputs)
-        return batch
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = [job for job in self._next_batch() if not job.future.done()]  # skip cancelled ones
-            if not batch:
-                continue
-            inputs = [item for job in batch for item in job.inputs]
-            try:
-                result = await loop.run_in_executor(self._executor, self._run, inputs)
-            except Exception as exc:  # every waiting request of the batch gets the error
-                error = exc if isinstance(exc, HomeportError) else _engine_error(exc)
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            self._batches += 1
-            self._texts += len(inputs)
-            start = 0
-            for job in batch:
-                end = start + len(job.inputs)
-                if not job.future.done():
-                    job.future.set_result(_BatchResult(result.vectors[start:end], result.token_counts[start:end]))
-                start = end
-
-    def _run(self, inputs: list[Text]) -> _BatchResult:
-        """In the worker thread: decode token ids, count tokens, embed."""
-        embedder = self._embedder
-        assert embedder is not None
-        texts = [item if isinstance(item, str) else embedder.detokenize(item) for item in inputs]
-        counts = embedder.count_tokens(texts)
-        vectors = embedder.embed(texts)
-        if len(vectors) != len(texts) or len(counts) != len(texts):
-            raise EngineError("The embedding model returned the wrong number of embeddings.")
-        return _BatchResult([_float32(vector) for vector in vectors], counts)
+        self._batcher.close()
 
 
-def _engine_error(exc: BaseException) -> EngineError:
-    log.error("embedding failed: %s", type(exc).__name__)  # never the text: it may be private
-    return EngineError("The embedding model failed to embed the input.")
+def _embed_batch(embedder: Embedder, inputs: list[Text]) -> list[tuple[list[float], int]]:
+    """In the worker thread: decode token ids, count tokens, embed."""
+    texts = [item if isinstance(item, str) else embedder.detokenize(item) for item in inputs]
+    counts = embedder.count_tokens(texts)
+    vectors = embedder.embed(texts)
+    if len(vectors) != len(texts) or len(counts) != len(texts):
+        raise EngineError("The embedding model returned the wrong number of embeddings.")
+    return [(_float32(vector), count) for vector, count in zip(vectors, counts)]
 
 
 def _inputs(value: str | list) -> list[Text]:

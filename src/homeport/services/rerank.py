@@ -19,21 +19,15 @@ one batch at a time there: requests waiting while a batch runs are scored togeth
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import threading
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from homeport.engines.embeddings import Reranker, RerankerConfig, load_reranker, reranker_path
-from homeport.errors import EngineError, HomeportError, InvalidRequestError, ServiceUnavailableError
+from homeport.errors import EngineError, InvalidRequestError
 from homeport.schemas.embeddings import RerankRequest
 from homeport.services.embeddings import MAX_INPUTS, EmbeddingService
 from homeport.services.ids import new_id
-
-log = logging.getLogger(__name__)
+from homeport.services.micro_batch import MicroBatcher
 
 
 @dataclass(frozen=True)
@@ -90,25 +84,15 @@ class RerankService:
         return Scored(embedded.model_id, scores, embedded.total_tokens)
 
 
-@dataclass
-class _Job:
-    pairs: list[tuple[str, str]]
-    future: asyncio.Future
-
-
 class CrossEncoderService:
     """A cross-encoder behind micro-batching, on one worker thread of its own."""
 
     def __init__(self, load: Callable[[], Reranker], *, max_batch_pairs: int = 256) -> None:
         """`load` builds the reranker (blocking, slow; may raise a HomeportError such as a 503); it is
         called in the worker thread on first use, and again after a failure."""
-        self._load = load
-        self._max_batch_pairs = max_batch_pairs
-        self._reranker: Reranker | None = None
-        self._load_lock = threading.Lock()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="homeport-rerank")
-        self._pending: deque[_Job] = deque()
-        self._worker: asyncio.Task | None = None
+        self._batcher: MicroBatcher[Reranker, tuple[str, str], tuple[float, int]] = MicroBatcher(
+            load, _score_batch, what="rerank model", max_items=max_batch_pairs
+        )
 
     @classmethod
     def from_config(cls, config: RerankerConfig, **kwargs) -> CrossEncoderService:
@@ -118,75 +102,18 @@ class CrossEncoderService:
         return cls(lambda: load_reranker(config, path), **kwargs)
 
     async def score(self, query: str, documents: Sequence[str]) -> Scored:
-        loop = asyncio.get_running_loop()
-        if self._reranker is None:
-            await loop.run_in_executor(self._executor, self._load_once)
-        reranker = self._reranker
-        assert reranker is not None
-        job = _Job([(query, document) for document in documents], loop.create_future())
-        self._pending.append(job)
-        if self._worker is None or self._worker.done() or self._worker.get_loop() is not loop:
-            self._worker = loop.create_task(self._drain(), name="homeport-rerank-batches")
-        scores, tokens = await job.future
-        return Scored(reranker.model_id, scores, tokens)
+        reranker = await self._batcher.model()
+        results = await self._batcher.submit([(query, document) for document in documents])
+        return Scored(reranker.model_id, [score for score, _ in results], sum(count for _, count in results))
 
     def close(self) -> None:
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
-    def _load_once(self) -> None:
-        with self._load_lock:
-            if self._reranker is not None:
-                return
-            try:
-                self._reranker = self._load()
-            except HomeportError:
-                raise
-            except Exception as exc:
-                log.error("rerank model failed to load: %s", type(exc).__name__)
-                raise ServiceUnavailableError("The rerank model could not be loaded.") from None
-
-    def _next_batch(self) -> list[_Job]:
-        batch = [self._pending.popleft()]
-        size = len(batch[0].pairs)
-        while self._pending and size + len(self._pending[0].pairs) <= self._max_batch_pairs:
-            job = self._pending.popleft()
-            batch.append(job)
-            size += len(job.pairs)
-        return batch
-
-    async def _drain(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._pending:
-            batch = [job for job in self._next_batch() if not job.future.done()]  # skip cancelled ones
-            if not batch:
-                continue
-            pairs = [pair for job in batch for pair in job.pairs]
-            try:
-                scores, counts = await loop.run_in_executor(self._executor, self._run, pairs)
-            except Exception as exc:  # every waiting request of the batch gets the error
-                error = exc if isinstance(exc, HomeportError) else _engine_error(exc)
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(error)
-                continue
-            start = 0
-            for job in batch:
-                end = start + len(job.pairs)
-                if not job.future.done():
-                    job.future.set_result((scores[start:end], sum(counts[start:end])))
-                start = end
-
-    def _run(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[int]]:
-        """In the worker thread: count tokens and score every pair."""
-        reranker = self._reranker
-        assert reranker is not None
-        counts = reranker.count_tokens(pairs)
-        scores = reranker.score(pairs)
-        if len(scores) != len(pairs) or len(counts) != len(pairs):
-            raise EngineError("The rerank model returned the wrong number of scores.")
-        return scores, counts
+        self._batcher.close()
 
 
-def _engine_error(exc: BaseException) -> EngineError:
-    log.error("reranking failed: %s", type(exc).__name__)  # never the text: it may be private
-    return EngineError("The rerank model failed to score the documents.")
+def _score_batch(reranker: Reranker, pairs: list[tuple[str, str]]) -> list[tuple[float, int]]:
+    """In the worker thread: count tokens and score every pair."""
+    counts = reranker.count_tokens(pairs)
+    scores = reranker.score(pairs)
+    if len(scores) != len(pairs) or len(counts) != len(pairs):
+        raise EngineError("The rerank model returned the wrong number of scores.")
+    return list(zip(scores, counts))
