@@ -32,3 +32,10 @@ def test_bounded_integers_reach_the_grammar():
 def test_impossible_bounds_are_an_error():
     with pytest.raises(ValueError):
         json_schema_to_gbnf(json.dumps({"type": "integer", "minimum": 5, "maximum": 4}))
+
+
+def test_strings_cannot_hold_raw_control_characters():
+    # JSON needs a newline inside a string escaped; a raw one makes the output unparsable.
+    grammar = json_schema_to_gbnf(json.dumps({"type": "object", "properties": {"a": {"type": "string", "maxLength": 9}}}))
+    (char_rule,) = [line for line in grammar.splitlines() if line.startswith("char ::=")]
+    assert char_rule.startswith(r'char ::= [^"\\\x7F\x00-\x1F]')

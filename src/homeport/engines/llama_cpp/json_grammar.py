@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 
-from llama_cpp.llama_grammar import RESERVED_NAMES, SchemaConverter
+from llama_cpp.llama_grammar import RESERVED_NAMES, BuiltinRule, SchemaConverter
 
 _LIMIT = 10**15 - 1  # the converter's own integers have at most 16 digits
+# The converter's string character is `[^"\\]`, which lets a raw newline or tab into a string:
+# invalid JSON. Control characters must be escaped (as llama.cpp's own converter requires).
+_JSON_CHAR = BuiltinRule(
+    r'[^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])', []
+)
 
 
 def json_schema_to_gbnf(schema_json: str) -> str:
@@ -22,6 +27,9 @@ def json_schema_to_gbnf(schema_json: str) -> str:
 
 
 class _BoundedConverter(SchemaConverter):
+    def _add_primitive(self, name: str, rule: BuiltinRule):  # noqa: ANN202 - the base class's signature
+        return super()._add_primitive(name, _JSON_CHAR if name == "char" else rule)
+
     def visit(self, schema, name):  # noqa: ANN001 - the base class's signature
         bounds = _integer_bounds(schema)
         if bounds is None:
