@@ -187,10 +187,7 @@ def _draft_path(name: str, settings: Settings) -> Path:
     entry = ModelLibrary(settings.model_dir).find(name)
     if entry is not None and entry.format == "gguf":
         return entry.path
-    path = Path(name).expanduser()
-    if path.is_file():
-        return path
-    raise StartupError(f"draft model not found: {name} (looked for a file, and in {settings.model_dir})")
+    return _side_file(name, settings, "draft model")
 
 
 def _check_args_fit(entry: ModelEntry, args: dict[str, Any]) -> None:

@@ -10,33 +10,17 @@ always gives; the order is the same).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from homeport.engines.embeddings.base import EmbedderUnavailableError
-from homeport.engines.embeddings.sentence_transformers import INSTALL_HINT, usable_device
+from homeport.engines.embeddings.sentence_transformers import load_local
 
 
 class CrossEncoderReranker:
     def __init__(self, path: Path, *, model_id: str, device: str = "cpu", batch_size: int = 32) -> None:
-        # Never reach for the Hugging Face hub: a model is a local directory or nothing.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import torch  # noqa: F401
-            from sentence_transformers import CrossEncoder
-        except ImportError:
-            raise EmbedderUnavailableError(
-                f"Reranking needs torch and sentence-transformers, which are not installed; {INSTALL_HINT}"
-            ) from None
-        device = usable_device(device)
-        try:
-            self._model = CrossEncoder(str(path), device=device, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise EmbedderUnavailableError(
-                f"The rerank model {model_id!r} could not be loaded ({type(exc).__name__})"
-            ) from exc
+        self._model, device = load_local("CrossEncoder", path, device=device, needed_for="Reranking needs",
+                                         what=f"rerank model {model_id!r}")
         if self._model.num_labels != 1:
             raise EmbedderUnavailableError(
                 f"The rerank model {model_id!r} gives {self._model.num_labels} scores per pair; a reranker gives one"

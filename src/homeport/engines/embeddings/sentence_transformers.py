@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from homeport.engines.embeddings.base import EmbedderUnavailableError
 
@@ -36,25 +37,30 @@ def usable_device(device: str) -> str:
     return device
 
 
+def load_local(kind: str, path: Path, *, device: str, needed_for: str, what: str) -> tuple[Any, str]:
+    """(a sentence-transformers `kind` — "SentenceTransformer" or "CrossEncoder" — loaded from a
+    local folder, the device it is on). Raises EmbedderUnavailableError (a 503) naming `what`."""
+    # Never reach for the Hugging Face hub: a model is a local directory or nothing.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        import sentence_transformers
+        import torch  # noqa: F401
+    except ImportError:
+        raise EmbedderUnavailableError(
+            f"{needed_for} torch and sentence-transformers, which are not installed; {INSTALL_HINT}"
+        ) from None
+    device = usable_device(device)
+    try:
+        return getattr(sentence_transformers, kind)(str(path), device=device, local_files_only=True), device
+    except (OSError, ValueError) as exc:
+        raise EmbedderUnavailableError(f"The {what} could not be loaded ({type(exc).__name__})") from exc
+
+
 class SentenceTransformerEmbedder:
     def __init__(self, path: Path, *, model_id: str, device: str = "cpu", batch_size: int = 32) -> None:
-        # Never reach for the Hugging Face hub: a model is a local directory or nothing.
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-        try:
-            import torch  # noqa: F401
-            from sentence_transformers import SentenceTransformer
-        except ImportError:
-            raise EmbedderUnavailableError(
-                f"Embeddings need torch and sentence-transformers, which are not installed; {INSTALL_HINT}"
-            ) from None
-        device = usable_device(device)
-        try:
-            self._model = SentenceTransformer(str(path), device=device, local_files_only=True)
-        except (OSError, ValueError) as exc:
-            raise EmbedderUnavailableError(
-                f"The embedding model {model_id!r} could not be loaded ({type(exc).__name__})"
-            ) from exc
+        self._model, device = load_local("SentenceTransformer", path, device=device, needed_for="Embeddings need",
+                                         what=f"embedding model {model_id!r}")
         self.model_id = model_id
         self.device = device
         self.batch_size = batch_size

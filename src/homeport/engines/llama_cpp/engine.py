@@ -432,7 +432,7 @@ def _load_drafter(config: LlamaCppConfig, model: _internals.LlamaModel, context_
     if spec is None:
         return None
     if spec.kind == "ngram":
-        return NgramDrafter(tuple(range(spec.ngram_size, 1, -1)) or (spec.ngram_size,))
+        return NgramDrafter(spec.ngram_size)
     return DraftModel.load(
         DraftModelConfig(spec.draft_path, spec.draft_n_gpu_layers, spec.draft_p_min), model,
         n_seq=config.parallel, n_ctx_per_seq=context_length, n_batch=n_batch, threads=threads,

@@ -58,8 +58,8 @@ class NgramDrafter:
     (longest n first) and proposes the tokens that followed it. Each generation keeps an index of
     its n-grams, extended as it grows, so a step costs O(new tokens), not O(length)."""
 
-    def __init__(self, sizes: tuple[int, ...] = (4, 3, 2)) -> None:
-        self._sizes = sizes
+    def __init__(self, longest: int = 4) -> None:
+        self._sizes = tuple(range(longest, 1, -1)) or (longest,)  # longest first, down to 2
         self._indexes: dict[int, _NgramIndex] = {}  # by seq_id
 
     def propose(self, requests: list[DraftRequest]) -> list[list[int]]:
