@@ -75,13 +75,25 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     # Every default stays None so that only flags the user gave reach load_settings and override
     # the settings file; the real defaults live on Settings.
     net = parser.add_argument_group("network")
-    net.add_argument("--api-port", type=int, metavar="PORT", help="port to listen on (default 5000)")
+    net.add_argument("--api-port", type=int, metavar="PORT", help="port to listen on (default 5000; 0 = any free port)")
     net.add_argument(
         "--listen",
         action=argparse.BooleanOptionalAction,
         help="listen on all interfaces (0.0.0.0) instead of 127.0.0.1",
     )
     net.add_argument("--listen-host", metavar="HOST", help="address to bind; overrides --listen")
+    net.add_argument("--api-enable-ipv6", action="store_true", default=None, help="also listen on IPv6 ([::1], or [::] with --listen)")
+    net.add_argument("--api-disable-ipv4", action="store_true", default=None, help="do not listen on IPv4")
+    net.add_argument(
+        "--public-api", action="store_true", default=None,
+        help="open a Cloudflare tunnel with a local cloudflared executable and print its public URL",
+    )
+    net.add_argument("--public-api-id", metavar="NAME", help="a named Cloudflare tunnel instead of a quick one")
+    net.add_argument("--cloudflared", type=Path, metavar="PATH", help="the cloudflared executable (default: found on PATH)")
+    net.add_argument(
+        "--shutdown-timeout", type=float, metavar="S",
+        help="on SIGTERM/Ctrl-C, seconds running generations get to finish (default 30)",
+    )
     net.add_argument("--api-key", metavar="KEY", help="require `Authorization: Bearer KEY`")
     net.add_argument("--admin-key", metavar="KEY", help="key for model management (default: --api-key)")
     net.add_argument("--ssl-keyfile", type=Path, metavar="FILE", help="TLS private key (PEM)")
@@ -126,6 +138,18 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         help="serve MODEL when a request names NAME (repeatable), e.g. gpt-4o-mini=gemma-3-270m-q4_k_m",
     )
     model.add_argument("--max-queue", type=int, metavar="N", help="requests waiting for a slot before 503 (default 256)")
+    model.add_argument(
+        "--strict-model-names", action=argparse.BooleanOptionalAction,
+        help="an unknown model name is a 404 (default: the default model answers, as the reference API does)",
+    )
+    model.add_argument(
+        "--allow-remote-media", action=argparse.BooleanOptionalAction,
+        help="fetch http(s) image URLs in requests (off by default: nothing is fetched)",
+    )
+    model.add_argument(
+        "--remote-media-allow-private", action=argparse.BooleanOptionalAction,
+        help="with --allow-remote-media, also fetch from loopback, private and link-local addresses",
+    )
 
     extra = parser.add_argument_group("embeddings and moderations")
     extra.add_argument("--embedding-model", metavar="NAME", help="a path or a name under --model-dir (default all-MiniLM-L6-v2)")
@@ -135,6 +159,12 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         help="a cross-encoder folder (path or name under --model-dir) for /v1/rerank; default: embedding similarity",
     )
     extra.add_argument("--moderation-threshold", type=float, metavar="X", help="score above which a category is flagged (0.5)")
+
+    compat = parser.add_argument_group("reference API compatibility")
+    # The reference needs --api (and an extension) to start its API; homeport's API is always on.
+    compat.add_argument("--api", action="store_true", default=None, dest="_api", help="accepted: the API is always on")
+    compat.add_argument("--extensions", nargs="+", metavar="NAME", dest="_extensions", help="accepted: openai is built in")
+    compat.add_argument("--nowebui", action="store_true", default=None, help="no chat page at /")
 
     other = parser.add_argument_group("other")
     other.add_argument("--settings", type=Path, metavar="FILE", help="settings YAML file")

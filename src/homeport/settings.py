@@ -29,7 +29,11 @@ _ENV_FIELDS: tuple[tuple[str, str], ...] = (
     ("OPENEDAI_EMBEDDING_MODEL", "embedding_model"),
     ("OPENEDAI_EMBEDDING_DEVICE", "embedding_device"),
     ("OPENEDAI_RERANK_MODEL", "rerank_model"),
+    ("OPENEDAI_ENABLE_IPV6", "api_enable_ipv6"),
+    ("OPENEDAI_DISABLE_IPV4", "api_disable_ipv4"),
 )
+# The reference reads these two as switches that any non-empty value turns on.
+_ENV_SWITCHES = frozenset({"api_enable_ipv6", "api_disable_ipv4"})
 _FALSE_WORDS = frozenset({"0", "false", "no", "off"})
 # The reference API's settings.yaml spells the debug switch this way.
 _YAML_ALIASES: tuple[tuple[str, str], ...] = (
@@ -46,9 +50,19 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
-    api_port: int = Field(5000, ge=1, le=65535)
+    api_port: int = Field(5000, ge=0, le=65535)  # 0 = any free port (printed at start-up)
     listen: bool = False
     listen_host: str | None = None
+    api_enable_ipv6: bool = False  # also listen on [::1] ([::] with listen)
+    api_disable_ipv4: bool = False  # do not listen on 127.0.0.1 (0.0.0.0 with listen)
+    public_api: bool = False  # a Cloudflare tunnel through a local `cloudflared` executable
+    public_api_id: str | None = None  # a named tunnel (cloudflared's own configuration) instead of a quick one
+    cloudflared: Path | None = None  # the cloudflared executable; None = found on PATH
+    nowebui: bool = False  # no chat page at /; the API is always on
+    shutdown_timeout: float = Field(30.0, ge=0.0)  # seconds running generations get to finish on SIGTERM
+    strict_model_names: bool = False  # an unknown model name is a 404 instead of the default model
+    allow_remote_media: bool = False  # fetch http(s) image URLs (off: offline means nothing is fetched)
+    remote_media_allow_private: bool = False  # let remote media reach loopback/private/link-local addresses
     api_key: str | None = None
     admin_key: str | None = None
     ssl_keyfile: Path | None = None
@@ -110,13 +124,13 @@ class Settings(BaseModel):
         return value
 
     @field_validator("listen_host", "api_key", "admin_key", "model", "model_draft", "rerank_model", "mmproj",
-                     mode="before")
+                     "public_api_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".
         return None if value == "" else value
 
-    @field_validator("ssl_keyfile", "ssl_certfile", "model_dir", "user_data_dir", mode="before")
+    @field_validator("ssl_keyfile", "ssl_certfile", "model_dir", "user_data_dir", "cloudflared", mode="before")
     @classmethod
     def _expand_home(cls, value: Any) -> Any:
         # The shell expands ~ in flags but not in settings.yaml or environment variables.
@@ -240,7 +254,11 @@ def _read_environ(environ: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
         raw = environ.get(variable, "").strip()
         if not raw:  # an exported but empty variable counts as unset
             continue
-        value: Any = raw.lower() not in _FALSE_WORDS if name == "debug" else raw
+        value: Any = raw
+        if name == "debug":
+            value = raw.lower() not in _FALSE_WORDS
+        elif name in _ENV_SWITCHES:
+            value = True
         values[name] = (value, variable)
     return values
 

@@ -1,4 +1,4 @@
-"""Validates bodies and SSE chunks against OpenAI's OpenAPI spec (../shared/spec/openai-openapi.yaml)."""
+"""Validates bodies and SSE chunks against OpenAI's OpenAPI spec (vendored: tests/data/openai-openapi.yaml, MIT, licence beside it)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import yaml
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT202012
 
-SPEC_PATH = Path(__file__).resolve().parents[3] / "shared" / "spec" / "openai-openapi.yaml"
+SPEC_PATH = Path(__file__).resolve().parents[1] / "data" / "openai-openapi.yaml"
 _SPEC_URI = "urn:openai-openapi"
 
 
