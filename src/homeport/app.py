@@ -14,10 +14,12 @@ from fastapi.staticfiles import StaticFiles
 
 from homeport import __version__
 from homeport.api.auth import require_api_key
+from homeport.api.drain import Drain, DrainMiddleware
 from homeport.api.errors import CatchAllMiddleware, install_error_handlers
+from homeport.api.host_check import HostCheckMiddleware, host_check_needed
 from homeport.api.routes import completions, embeddings, health, internal, lora, models, prompts
 from homeport.engines.base import TextEngine
-from homeport.model_paths import ModelEntry
+from homeport.model_paths import ModelEntry, ModelLibrary
 from homeport.services.model_manager import EngineLoader
 from homeport.services.container import Services
 from homeport.services.ids import now
@@ -25,10 +27,16 @@ from homeport.settings import Settings
 
 
 def create_app(
-    settings: Settings, engine: TextEngine, *, entry: ModelEntry | None = None, loader: EngineLoader | None = None
+    settings: Settings,
+    engine: TextEngine,
+    *,
+    entry: ModelEntry | None = None,
+    loader: EngineLoader | None = None,
+    model_library: ModelLibrary | None = None,
 ) -> FastAPI:
     """`engine`: the model loaded at start-up; `loader`: loads other models of the library on
-    demand (None serves that one model only)."""
+    demand (None serves that one model only); `model_library`: the models on offer (default: the
+    model dir's)."""
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -52,13 +60,19 @@ def create_app(
         docs_url=None,  # served below from local files: the default page loads its assets from a CDN
         redoc_url=None,
     )
-    app.state.services = Services.build(settings, engine, entry=entry, loader=loader)
+    app.state.services = Services.build(settings, engine, entry=entry, loader=loader, model_library=model_library)
     app.state.started_at = now()
+    app.state.drain = Drain()  # server.py runs it on SIGTERM / Ctrl-C
 
     install_error_handlers(app)
+    # Outermost last: CatchAll, then the Host check, CORS (so 503s while draining carry its
+    # headers), then the in-flight counter right around the routes.
+    app.add_middleware(DrainMiddleware, drain=app.state.drain)
     app.add_middleware(
         CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["*"], allow_headers=["*"]
     )
+    if host_check_needed(settings):
+        app.add_middleware(HostCheckMiddleware)
     app.add_middleware(CatchAllMiddleware, debug=settings.debug)
 
     app.include_router(health.router)

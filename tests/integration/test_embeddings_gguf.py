@@ -64,7 +64,7 @@ def reference():
 @pytest.fixture
 async def http(minilm_gguf):
     app = create_app(Settings(embedding_model=str(minilm_gguf), user_data_dir=minilm_gguf.parent), FakeEngine())
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://homeport") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         yield client
     app.state.services.embeddings.close()
 

@@ -49,7 +49,7 @@ async def http(minilm):
     app.state.services = SimpleNamespace(
         embeddings=service, moderations=ModerationService(service), rerank=RerankService(service)
     )
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://homeport") as client:
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as client:
         yield client
     service.close()
 

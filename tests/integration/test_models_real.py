@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from support.server import API_KEY, DEFAULT_MODEL_ID, start_server, stop_server
+from support.server import API_KEY, GEMMA_MODEL_ID, start_server, stop_server
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +35,9 @@ def test_switching_models_under_concurrent_requests(library_server):
     server = library_server
     with server.http() as http:
         listed = [m["id"] for m in http.get("/v1/models").json()["data"]]
-    assert listed[0] == DEFAULT_MODEL_ID and {"twin", "broken"} <= set(listed)
+    assert listed[0] == GEMMA_MODEL_ID and {"twin", "broken"} <= set(listed)
     with ThreadPoolExecutor(4) as pool:
-        bodies = list(pool.map(lambda m: ask(server, m), ["twin", DEFAULT_MODEL_ID, "twin", DEFAULT_MODEL_ID]))
+        bodies = list(pool.map(lambda m: ask(server, m), ["twin", GEMMA_MODEL_ID, "twin", GEMMA_MODEL_ID]))
     for body in bodies:
         # with one model slot, each request either ran or was told to retry while the other was busy
         assert body.get("choices") or body["error"]["code"] == "service_unavailable", body
@@ -66,7 +66,7 @@ def test_admin_load_args_take_effect_and_a_broken_file_fails_cleanly(library_ser
         assert broken.status_code == 400 and broken.json()["error"]["code"] == "model_load_failed"
         assert http.post("/v1/internal/model/unload", json={"model_name": "twin"}).json() == "OK"
         assert http.get("/v1/internal/model/info").json()["loaded_models"] == []
-    assert ask(server, DEFAULT_MODEL_ID)["choices"][0]["text"].startswith(" 4")  # loads again on demand
+    assert ask(server, GEMMA_MODEL_ID)["choices"][0]["text"].startswith(" 4")  # loads again on demand
 
 
 def test_chat_modes_and_characters_on_the_real_server(server):

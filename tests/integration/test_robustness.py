@@ -9,6 +9,7 @@ import openai
 import pytest
 
 from support.openapi import SpecValidator
+from support.server import GEMMA_MODEL_ID
 from support.sse import parse_sse
 
 LONG_RUN = {"prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 3000, "temperature": 0, "logit_bias": {"1": -100}}
@@ -136,9 +137,10 @@ def test_mid_stream_failure_is_impossible_to_provoke_here_but_streams_end_with_d
     assert done
 
 
-def test_unknown_model_is_404_and_aliases_resolve(server, client, spec):
+def test_unknown_model_falls_back_to_the_served_model_and_aliases_resolve(server, client, spec):
     with server.http() as http:
         response = http.post("/v1/completions", json={"model": "gpt-9000", "prompt": "x", "max_tokens": 2})
-        assert_error(response, 404, spec, "model_not_found")
+        assert response.status_code == 200 and response.json()["model"] == GEMMA_MODEL_ID
+        spec.validate("CreateCompletionResponse", response.json())
         assert http.get("/v1/models/m").json()["id"] == "gemma-3-270m-q4_k_m"
     assert client.completions.create(model="gemma-3-270m-q4_k_m", prompt="Hi", max_tokens=2).model == "gemma-3-270m-q4_k_m"

@@ -99,8 +99,8 @@ def test_speculation_generates_what_plain_decoding_does(model_path, plain, specu
     assert all(abs(a - b) < 0.25 for a, b in same)
     # The drafts were used, and often right: the draft model is the model itself (greedy, so it
     # misses where the seeded runs sample), and prompt lookup predicts the repeated sentence.
-    assert stats["draft_tokens"] > 30
-    assert stats["draft_accepted"] >= 0.3 * stats["draft_tokens"]
+    assert stats.draft_tokens > 30
+    assert stats.draft_accepted >= 0.3 * stats.draft_tokens
 
 
 def test_speculation_keeps_a_grammar(model_path):

@@ -10,7 +10,7 @@ import openai
 import pytest
 
 from support.png import CHECKS, GRADIENT, data_url
-from support.server import API_KEY, DEFAULT_MODEL_ID, start_server, stop_server
+from support.server import API_KEY, GEMMA_MODEL_ID, start_server, stop_server
 from support.tiny_mmproj import TOKENS_PER_IMAGE, write_tiny_mmproj
 
 LONG_TAIL = " ".join(f"Sentence number {i} about the picture above." for i in range(40))
@@ -30,7 +30,7 @@ def vision_server(tmp_path_factory):
 def ask(client: openai.OpenAI, *parts, **options):
     content = [{"type": "image_url", "image_url": {"url": data_url(p)}} if isinstance(p, bytes)
                else {"type": "text", "text": p} for p in parts]
-    return client.chat.completions.create(model=DEFAULT_MODEL_ID, messages=[{"role": "user", "content": content}],
+    return client.chat.completions.create(model=GEMMA_MODEL_ID, messages=[{"role": "user", "content": content}],
                                           max_tokens=options.pop("max_tokens", 4), temperature=0, **options)
 
 
@@ -64,14 +64,14 @@ def test_a_repeated_image_is_served_from_the_prefix_cache(vision_server):
 def test_streaming_with_an_image_and_refusals(vision_server):
     client = vision_server.openai()
     stream = client.chat.completions.create(
-        model=DEFAULT_MODEL_ID, stream=True, max_tokens=6, temperature=0,
+        model=GEMMA_MODEL_ID, stream=True, max_tokens=6, temperature=0,
         messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": data_url(CHECKS)}},
                                                 {"type": "text", "text": "What is it?"}]}],
     )
     chunks = list(stream)
     assert chunks[-1].choices[0].finish_reason in ("stop", "length")
     with pytest.raises(openai.BadRequestError, match="never fetches"):
-        client.chat.completions.create(model=DEFAULT_MODEL_ID, max_tokens=2, messages=[{"role": "user", "content": [
+        client.chat.completions.create(model=GEMMA_MODEL_ID, max_tokens=2, messages=[{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}}]}])
     with pytest.raises(openai.BadRequestError, match="could not be decoded"):
         ask(client, "x", b"not an image at all")

@@ -18,10 +18,10 @@ class AppClient:
         self.engine = engine
         self.settings = settings
         self.app = create_app(settings, engine, loader=loader)
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://homeport")
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://localhost")
 
     def openai(self, api_key: str = "sk-test") -> openai.AsyncOpenAI:
-        return openai.AsyncOpenAI(base_url="http://homeport/v1", api_key=api_key, http_client=self.http, max_retries=0)
+        return openai.AsyncOpenAI(base_url="http://localhost/v1", api_key=api_key, http_client=self.http, max_retries=0)
 
 
 @pytest.fixture

@@ -170,7 +170,7 @@ def test_env_port_garbage(workdir: Path) -> None:
 @pytest.mark.parametrize(
     ("value", "field", "fragment"),
     [
-        (0, "api_port", "at least 1"),
+        (-1, "api_port", "at least 0"),
         (65536, "api_port", "at most 65535"),
         (-1, "ctx_size", "at least 0"),
         (-2, "n_gpu_layers", "at least -1"),

@@ -119,9 +119,10 @@ class ModelInfo:
     eos_token: str = ""
 
 
-@dataclass
+@dataclass(frozen=True)
 class GenerationStats:
-    """Counters an engine keeps about its generations (no text, only counts)."""
+    """What an engine has counted about its generations (no text, only counts), as of one moment.
+    Served as `/v1/internal/model/info` → `generation`, in this field order."""
 
     active: int = 0
     completed: int = 0
@@ -131,9 +132,7 @@ class GenerationStats:
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and of those, accepted by the model
     draft_accepted: int = 0
     last_cancelled_tokens: int | None = None  # tokens the most recently cancelled generation produced
-
-    def snapshot(self) -> dict:
-        return dict(self.__dict__)
+    queued: int = 0  # generations submitted and still waiting for a slot (`queue_depth()`)
 
 
 @runtime_checkable
@@ -149,7 +148,7 @@ class TextEngine(Protocol):
 
     def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]: ...
 
-    def stats(self) -> dict: ...
+    def stats(self) -> GenerationStats: ...
 
     def effective_args(self) -> dict: ...  # the load arguments in effect (reference API names)
 

@@ -23,6 +23,7 @@ from homeport.engines.base import (
     TokenEvent,
     TopLogprobs,
 )
+from homeport.engines.runtime.generation import GenerationCounters
 from homeport.engines.text import IncrementalUtf8
 from homeport.errors import EngineError, InvalidRequestError
 
@@ -73,7 +74,7 @@ class FakeEngine:
         self.script = script
         self.fail_at_step = fail_at_step
         self.step_delay = step_delay
-        self._stats = GenerationStats()
+        self._stats = GenerationCounters()
         self._stop_requests: set[str | None] = set()
         self.queued = 0  # tests set this to simulate a backlog
         self.fim = fim
@@ -98,8 +99,8 @@ class FakeEngine:
     async def set_loras(self, adapters: list[tuple[Path, float]]) -> None:
         self.loras = list(adapters)
 
-    def stats(self) -> dict:
-        return {**self._stats.snapshot(), "queued": self.queue_depth()}
+    def stats(self) -> GenerationStats:
+        return self._stats.snapshot(queued=self.queue_depth())
 
     def effective_args(self) -> dict:
         return {"ctx_size": self.info.context_length}
@@ -201,10 +202,17 @@ class FakeEngine:
         produced = 0
         self._stats.active += 1
         outcome = "cancelled"
+
+        def end(how: str) -> None:  # counted before the last event is seen, as the real engines do
+            nonlocal outcome
+            outcome = how
+            self._stats.active -= 1
+            self._stats.ended(how, produced)
+
         try:
             for step, token in enumerate(t for t in tokens if t not in banned):
                 if self.fail_at_step is not None and step == self.fail_at_step:
-                    outcome = "failed"
+                    end("failed")
                     raise EngineError("the fake engine failed as it was told to")
                 if self.step_delay:
                     await asyncio.sleep(self.step_delay)
@@ -212,7 +220,7 @@ class FakeEngine:
                     await asyncio.sleep(0)
                 if self._stop_requests & {None, request.request_id}:
                     self._stop_requests.clear()
-                    outcome = "completed"
+                    end("completed")
                     yield TokenEvent(token_id=-1, text=decoder.flush(), finish_reason="stop")
                     return
                 produced += 1
@@ -220,17 +228,15 @@ class FakeEngine:
                 extra = self._extras(request, token, first)
                 first = False
                 if token == EOS_ID:
-                    outcome = "completed"
+                    end("completed")
                     yield TokenEvent(token_id=token, text=decoder.flush(), finish_reason="stop", **extra)
                     return
                 text = decoder.push(bytes([token - _BYTE_OFFSET]))
                 if produced >= limit:
-                    outcome = "completed"
+                    end("completed")
                     yield TokenEvent(token_id=token, text=text + decoder.flush(), finish_reason="length", **extra)
                     return
                 yield TokenEvent(token_id=token, text=text, **extra)
         finally:
-            self._stats.active -= 1
-            setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)
             if outcome == "cancelled":
-                self._stats.last_cancelled_tokens = produced
+                end("cancelled")

@@ -23,6 +23,7 @@ from homeport.services.chat_output import DeltaAssembler, assemble_message, fini
 from homeport.services.tool_calls import ToolCallParser, parser_for
 from homeport.services.tool_use import ToolPlan, plan_tools
 from homeport.services.prompts import BuiltPrompt, ChatPromptService, images
+from homeport.services.prompts.media_policy import OFFLINE, MediaPolicy
 
 
 class ChatService:
@@ -34,12 +35,14 @@ class ChatService:
         *,
         debug: bool = False,
         max_queue: int = 256,
+        media: MediaPolicy = OFFLINE,
     ) -> None:
         self.engine = engine
         self.prompts = prompts
         self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
+        self.media = media  # whether image URLs are fetched (--allow-remote-media), and from where
 
     async def create(self, request: ChatCompletionRequest) -> Reply:
         request = self.presets.apply(request)
@@ -91,26 +94,18 @@ class ChatService:
         return await asyncio.to_thread(self.prompts.build, request, tools=tools, count_tokens=count, budget=budget)
 
     async def _prompt_tokens(self, request: ChatCompletionRequest, prompt: str) -> tuple[list[int], PromptMedia | None]:
-        """The prompt's tokens, and its images when it kept any (their bytes decoded and their
-        placeholders laid out by the engine, off the event loop)."""
+        """The prompt's tokens, and its images when it kept any (their bytes decoded or fetched and
+        their placeholders laid out by the engine, off the event loop)."""
         # A template that writes the BOS token itself must not get a second one from the tokenizer.
         bos = self.engine.info.bos_token
         add_special = not (bos and prompt.startswith(bos))
         if not images.has_slots(prompt):
             return await generation.tokenize(self.engine, prompt, add_special=add_special), None
         refs = images.image_refs(request.messages)
-        marker = self.engine.media_marker()
-        if marker is None:
-            raise InvalidRequestError(
-                f"the model {self.engine.info.model_id} does not accept images (load it with an mmproj "
-                "vision projector); send text content only", param=refs[0].param if refs else "messages",
-            )
-
-        def prepare() -> PromptMedia:
-            text, data = images.place_images(prompt, refs, marker)
-            return self.engine.tokenize_media(text, data, add_special=add_special)
-
-        media = await asyncio.to_thread(prepare)
+        images.vision_marker(self.engine, refs)  # a model without vision: a 400 before anything is fetched
+        media = await asyncio.to_thread(
+            images.tokenize_with_images, self.engine, prompt, refs, self.media, add_special=add_special
+        )
         return media.tokens, media
 
     def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:

@@ -2,7 +2,9 @@
 
 Each prompt gets `n` choices (indexed prompt by prompt, as OpenAI does); with `best_of`, that many
 candidates are generated and the `n` with the highest mean token logprob are returned. All of a
-request's generations run concurrently, so the engine decodes them in one batch.
+request's generations run concurrently, so the engine decodes them in one batch. Instead of
+`prompt`, the reference API's `messages` form: their text joined with no template, images where
+the text writes `<__media__>` (`images.completion_prompt`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 
-from homeport.engines.base import TextEngine
+from homeport.engines.base import PromptMedia, TextEngine
 from homeport.errors import InvalidRequestError
 from homeport.schemas.completions import CompletionRequest
 from homeport.services import generation
@@ -20,6 +22,9 @@ from homeport.services.generation import Collected, PreparedGeneration, Usage, d
 from homeport.services.ids import new_id, now
 from homeport.services.logprobs import LogprobFormatter, entries
 from homeport.services.presets import PresetLibrary
+from homeport.services.prompts import images
+from homeport.services.prompts.images import ImageRef
+from homeport.services.prompts.media_policy import OFFLINE, MediaPolicy
 from homeport.services.reply import Reply
 from homeport.services.sampling import build_sampling
 from homeport.services.streams import merge
@@ -33,22 +38,45 @@ class _Choice:
     prepared: PreparedGeneration
 
 
+@dataclass(frozen=True)
+class _ImagePrompt:
+    """A `messages` prompt with images: its text with a slot per image, and the image parts."""
+
+    text: str
+    refs: list[ImageRef]
+
+    @property
+    def shown(self) -> str:  # as the client wrote it, <__media__> markers included (for echo)
+        return images.show_slots(self.text)
+
+
+Prompt = str | list[int] | _ImagePrompt
+
+
 class CompletionService:
     def __init__(
-        self, engine: TextEngine, presets: PresetLibrary, *, debug: bool = False, max_queue: int = 256
+        self,
+        engine: TextEngine,
+        presets: PresetLibrary,
+        *,
+        debug: bool = False,
+        max_queue: int = 256,
+        media: MediaPolicy = OFFLINE,
     ) -> None:
         self.engine = engine
         self.presets = presets
         self.debug = debug
         self.max_queue = max_queue
+        self.media = media  # whether image URLs are fetched (--allow-remote-media), and from where
 
     async def create(self, request: CompletionRequest) -> Reply:
         """Validates everything first (errors are plain 4xx responses), then returns the whole
         response, or for `stream` an iterator of chunks."""
         request = self.presets.apply(request)
+        prompts = self._prompts(request)
         n = request.n or 1
         best_of = request.best_of or n
-        _check_combinations(request, n, best_of)
+        _check_combinations(request, n, best_of, len(prompts))
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("cmpl")
         sampling = build_sampling(request, self.engine)
@@ -56,8 +84,8 @@ class CompletionService:
         # best_of ranks candidates by logprob, so it needs them even when the client does not.
         engine_logprobs = request.logprobs if wants_logprobs else (0 if best_of > n else None)
         candidates: list[list[_Choice]] = []
-        for prompt_index, prompt in enumerate(request.prompts()):
-            tokens, prompt_text = await self._prompt_tokens(request, prompt)
+        for prompt_index, prompt in enumerate(prompts):
+            tokens, prompt_text, media = await self._prompt_tokens(request, prompt)
             base = generation.prepare(
                 self.engine,
                 request,
@@ -69,6 +97,7 @@ class CompletionService:
                 sampling=sampling,
                 logprobs=engine_logprobs,
                 prompt_logprobs=bool(request.echo and wants_logprobs),
+                media=media,
             )
             candidates.append(
                 [
@@ -85,20 +114,52 @@ class CompletionService:
             body = await self._complete(response_id, candidates, n, bool(request.echo), formatter)
         return Reply(body, sampling.headers())
 
-    async def _prompt_tokens(self, request: CompletionRequest, prompt: str | list[int]) -> tuple[list[int], str]:
+    def _prompts(self, request: CompletionRequest) -> list[Prompt]:
+        """`prompt`'s prompts, or the one `messages` makes (exactly one of the two is sent)."""
+        if (request.prompt is None) == (request.messages is None):
+            raise InvalidRequestError(
+                "send either prompt (text or token ids) or messages (text and images), exactly one of them",
+                param="prompt",
+            )
+        if request.messages is None:
+            return request.prompts()
+        text, refs = images.completion_prompt(request.messages)
+        if not refs:
+            return [text]  # text only: an ordinary text prompt (suffix, echo, truncation all apply)
+        if request.suffix is not None:
+            raise InvalidRequestError("suffix (fill in the middle) cannot be combined with images", param="suffix")
+        if request.echo and request.logprobs is not None:
+            # Prompt logprobs would have to step over the image placeholders; not supported.
+            raise InvalidRequestError("echo with logprobs is not available for a prompt with images", param="echo")
+        images.vision_marker(self.engine, refs)  # a model without vision: a 400 before anything is fetched
+        return [_ImagePrompt(text, refs)]
+
+    async def _prompt_tokens(
+        self, request: CompletionRequest, prompt: Prompt
+    ) -> tuple[list[int], str, PromptMedia | None]:
+        """The prompt's tokens, its text (for echo) and its images, if any."""
+        if isinstance(prompt, _ImagePrompt):
+            if self.debug:
+                debug_log.info("completion prompt: %r", prompt.shown)
+            media = await asyncio.to_thread(
+                images.tokenize_with_images, self.engine, prompt.text, prompt.refs, self.media,
+                add_special=request.add_bos_token,
+            )
+            # Not truncated (a cut could fall inside an image): too long for the context is a 400.
+            return media.tokens, prompt.shown, media
         if isinstance(prompt, list):
             generation.check_token_ids(self.engine, prompt, "prompt")
             if request.suffix:
                 raise InvalidRequestError("suffix needs a text prompt", param="suffix")
             tokens = list(prompt)
-            return await self._truncate(request, tokens), self.engine.detokenize(tokens)
+            return await self._truncate(request, tokens), self.engine.detokenize(tokens), None
         if self.debug:
             debug_log.info("completion prompt: %r suffix: %r", prompt, request.suffix)
         if request.suffix is not None:
             tokens = await self._fill_in_the_middle(request, prompt, request.suffix)
         else:
             tokens = await generation.tokenize(self.engine, prompt, add_special=request.add_bos_token)
-        return await self._truncate(request, tokens), prompt
+        return await self._truncate(request, tokens), prompt, None
 
     async def _fill_in_the_middle(self, request: CompletionRequest, prefix: str, suffix: str) -> list[int]:
         fim = self.engine.fim_tokens()
@@ -216,10 +277,10 @@ def _mean_logprob(result: Collected) -> float:
     return sum(logprobs) / len(logprobs) if logprobs else float("-inf")
 
 
-def _check_combinations(request: CompletionRequest, n: int, best_of: int) -> None:
+def _check_combinations(request: CompletionRequest, n: int, best_of: int, prompts: int) -> None:
     if best_of < n:
         raise InvalidRequestError(f"best_of ({best_of}) must be at least n ({n})", param="best_of")
     if request.stream and best_of > n:
         raise InvalidRequestError("best_of cannot be used with stream (the best choice is known only at the end)", param="best_of")
-    if len(request.prompts()) * best_of > 128:
+    if prompts * best_of > 128:
         raise InvalidRequestError("at most 128 generations per request (prompts × best_of)", param="best_of")

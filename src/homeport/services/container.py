@@ -18,6 +18,7 @@ from homeport.services.moderations import ModerationService
 from homeport.services.presets import PresetLibrary
 from homeport.services.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
 from homeport.services.prompts import instruction_templates
+from homeport.services.prompts.media_policy import MediaPolicy
 from homeport.services.rerank import CrossEncoderService, RerankService
 from homeport.settings import Settings
 
@@ -51,6 +52,7 @@ class Services:
         *,
         entry: ModelEntry | None = None,
         loader: EngineLoader | None = None,
+        model_library: ModelLibrary | None = None,
     ) -> Services:
         """`engine` is the model loaded at start-up; `loader` loads others from the library
         (None: only that one is served)."""
@@ -67,23 +69,26 @@ class Services:
                 load_template=load_template,
             )
             limits = {"debug": settings.debug, "max_queue": settings.max_queue}
+            media = MediaPolicy(settings.allow_remote_media, settings.remote_media_allow_private)
             return ModelServices(
                 engine=model_engine,
                 prompts=prompts,
-                completions=CompletionService(model_engine, presets, **limits),
-                chat=ChatService(model_engine, prompts, presets, **limits),
+                completions=CompletionService(model_engine, presets, **limits, media=media),
+                chat=ChatService(model_engine, prompts, presets, **limits, media=media),
                 internal=InternalService(model_engine, presets),
             )
 
         entry = entry or ModelEntry(engine.info.model_id, Path(engine.info.path), "gguf", 0)
+        offered = model_library or ModelLibrary(settings.model_dir)
         models = ModelManager(
-            library=ModelLibrary(settings.model_dir, extra=(entry,)),
+            library=ModelLibrary(offered.model_dir, extra=(entry, *offered.extra)),
             loader=loader,
             build_services=build_services,
             default_model=entry.id,
             max_loaded=settings.max_loaded_models,
             idle_timeout=settings.idle_timeout * 60,
             aliases=settings.model_aliases,
+            unknown_to_default=not settings.strict_model_names,
         )
         models.adopt(entry, engine)
         embeddings = EmbeddingService.from_config(

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 
 from homeport.engines.embeddings import EmbedderConfig, load_embedder
 from homeport.engines.embeddings.base import Embedder
+from homeport.engines.runtime import MicroBatcher
 from homeport.errors import EngineError, InvalidRequestError
 from homeport.schemas.embeddings import EmbeddingRequest
-from homeport.services.micro_batch import MicroBatcher
 
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request

@@ -54,6 +54,7 @@ class ModelManager(Generic[ModelServices]):
         max_loaded: int = 1,
         idle_timeout: float = 0.0,
         aliases: dict[str, str] | None = None,
+        unknown_to_default: bool = True,
     ) -> None:
         self.library = library
         self._loader = loader
@@ -62,6 +63,9 @@ class ModelManager(Generic[ModelServices]):
         self.max_loaded = max_loaded
         self.idle_timeout = idle_timeout
         self.aliases = dict(aliases or {})
+        # The reference API answers whatever name a request gives with the loaded model; apps send
+        # "gpt-4o" or "x". Off (--strict-model-names): an unknown name is a 404.
+        self.unknown_to_default = unknown_to_default
         self._loaded: dict[str, LoadedModel[ModelServices]] = {}
         self._loading: dict[str, asyncio.Task] = {}
         self._lock = asyncio.Lock()  # guards _loaded/_loading changes, not the loads themselves
@@ -70,17 +74,21 @@ class ModelManager(Generic[ModelServices]):
 
     # ---- lookup ----------------------------------------------------------------------------
 
-    def resolve(self, name: str | None) -> str:
-        """The model id a request means: its `model`, through the aliases; none means the default."""
+    def resolve(self, name: str | None, *, strict: bool = False) -> str:
+        """The model id a request means: its `model`, through the aliases; none means the default,
+        and so does an unknown name unless `strict` (management calls) or strict model names."""
         if not name:
             return self.default_model
         name = self.aliases.get(name, name)
         if name in self._loaded:
             return name
         entry = self.library.find(name)
-        if entry is None:
-            raise ModelNotFoundError(f"The model '{name}' does not exist", param="model")
-        return entry.id
+        if entry is not None:
+            return entry.id
+        if self.unknown_to_default and not strict:
+            return self.default_model
+        raise ModelNotFoundError(f"The model '{name}' does not exist (models are looked up in {self.library.model_dir})",
+                                 param="model")
 
     def loaded(self) -> list[LoadedModel[ModelServices]]:
         """Most recently used first."""
@@ -95,10 +103,10 @@ class ModelManager(Generic[ModelServices]):
 
     # ---- use -------------------------------------------------------------------------------
 
-    async def acquire(self, name: str | None) -> LoadedModel[ModelServices]:
+    async def acquire(self, name: str | None, *, strict: bool = False) -> LoadedModel[ModelServices]:
         """The model for a request, loaded if needed, pinned until `release` (a stream pins its
         model until it ends, so eviction never cuts it off)."""
-        model = await self.get(name)
+        model = await self.get(name, strict=strict)
         model.pins += 1
         return model
 
@@ -107,9 +115,9 @@ class ModelManager(Generic[ModelServices]):
         model.last_used = time.monotonic()
 
     async def get(
-        self, name: str | None, args: dict[str, Any] | None = None, template: Any = None
+        self, name: str | None, args: dict[str, Any] | None = None, template: Any = None, *, strict: bool = False
     ) -> LoadedModel[ModelServices]:
-        model_id = self.resolve(name)
+        model_id = self.resolve(name, strict=strict)
         model = self._loaded.get(model_id)
         if model is not None and args is None:
             model.last_used = time.monotonic()
@@ -154,7 +162,7 @@ class ModelManager(Generic[ModelServices]):
 
     async def _make_room(self) -> None:
         while len(self._loaded) >= self.max_loaded:
-            idle = [m for m in self._loaded.values() if not m.busy and m.engine.stats()["active"] == 0]
+            idle = [m for m in self._loaded.values() if not m.busy and m.engine.stats().active == 0]
             if not idle:
                 raise ServiceUnavailableError(
                     f"all {self.max_loaded} loaded model(s) are busy; retry shortly or raise --max-loaded-models",
@@ -170,12 +178,12 @@ class ModelManager(Generic[ModelServices]):
 
     async def load(self, name: str, args: dict[str, Any], template: Any = None) -> LoadedModel[ModelServices]:
         """Loads (or reloads, with these arguments) a model."""
-        return await self.get(name, args, template)
+        return await self.get(name, args, template, strict=True)
 
     async def unload(self, name: str | None) -> list[str]:
         """Unloads one model (or all with None); returns the ids unloaded."""
         async with self._lock:
-            targets = list(self._loaded.values()) if name is None else [self._loaded.get(self.resolve(name))]
+            targets = list(self._loaded.values()) if name is None else [self._loaded.get(self.resolve(name, strict=True))]
             if None in targets:
                 raise InvalidRequestError(f"the model '{name}' is not loaded", param="model_name")
             for model in targets:
@@ -192,7 +200,7 @@ class ModelManager(Generic[ModelServices]):
             return
         deadline = time.monotonic() - self.idle_timeout
         for model in list(self._loaded.values()):
-            if model.last_used < deadline and not model.busy and model.engine.stats()["active"] == 0:
+            if model.last_used < deadline and not model.busy and model.engine.stats().active == 0:
                 async with self._lock:
                     await self._unload(model)
 

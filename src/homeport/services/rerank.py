@@ -23,11 +23,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from homeport.engines.embeddings import Reranker, RerankerConfig, load_reranker, reranker_path
+from homeport.engines.runtime import MicroBatcher
 from homeport.errors import EngineError, InvalidRequestError
 from homeport.schemas.embeddings import RerankRequest
 from homeport.services.embeddings import MAX_INPUTS, EmbeddingService
 from homeport.services.ids import new_id
-from homeport.services.micro_batch import MicroBatcher
 
 
 @dataclass(frozen=True)

@@ -88,8 +88,21 @@ async def test_the_request_model_picks_and_loads_the_model(make):
     assert body["model"] == "beta"
 
 
-async def test_unknown_model_is_404_model_not_found(make, spec):
-    client, _ = make()
+async def test_an_unknown_model_name_is_answered_by_the_default_model(make, spec):
+    # As the reference API: apps send "x" or "gpt-4o"; the response says which model answered.
+    client, loader = make()
+    status, body = await reply(client, "x")
+    assert status == 200 and body["model"] == "base" and body["choices"][0]["message"]["content"] == "from base"
+    assert loader.loads == []  # nothing loaded for it
+    assert (await client.http.get("/v1/models/x")).status_code == 404
+    # Management calls name a model to act on: an unknown one is still a 404.
+    response = await client.http.post("/v1/internal/model/load", json={"model_name": "x"},
+                                      headers={"Authorization": "Bearer admin"})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "model_not_found"
+
+
+async def test_unknown_model_is_404_model_not_found_with_strict_model_names(make, spec):
+    client, _ = make(strict_model_names=True)
     response = await client.http.post(CHAT, json={"model": "gpt-9", "messages": USER})
     assert response.status_code == 404
     spec.validate("ErrorResponse", response.json())
@@ -119,7 +132,7 @@ async def test_a_busy_model_is_not_evicted(make):
     client.engine.step_delay = 0.02
     client.engine.script = "x" * 40
     long_request = asyncio.create_task(client.http.post(CHAT, json={"model": "base", "messages": USER}))
-    while client.engine.stats()["active"] == 0:
+    while client.engine.stats().active == 0:
         await asyncio.sleep(0.005)
     response = await client.http.post(CHAT, json={"model": "alpha", "messages": USER})
     assert response.status_code == 503 and response.headers["retry-after"]

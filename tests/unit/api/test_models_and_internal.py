@@ -86,7 +86,7 @@ async def test_stop_generation_ends_a_running_stream_cleanly(make_client):
         return parse_sse(response.text)
 
     task = asyncio.create_task(stream())
-    while engine.stats()["active"] == 0:
+    while engine.stats().active == 0:
         await asyncio.sleep(0.005)
     assert (await client.http.post("/v1/internal/stop-generation")).json() == "OK"
     chunks, done = await task

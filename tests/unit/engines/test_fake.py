@@ -38,4 +38,4 @@ async def test_closing_the_stream_counts_as_cancelled():
         async for _ in events:
             break
     stats = engine.stats()
-    assert stats["cancelled"] == 1 and stats["last_cancelled_tokens"] == 1 and stats["active"] == 0
+    assert stats.cancelled == 1 and stats.last_cancelled_tokens == 1 and stats.active == 0

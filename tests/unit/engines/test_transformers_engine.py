@@ -59,11 +59,11 @@ async def collect(engine, req: GenerationRequest) -> list:
     return [event async for event in engine.generate(req)]
 
 
-async def settled(engine, key: str, value: int) -> dict:
+async def settled(engine, key: str, value: int):
     """The stats once the engine thread has counted what the test expects (it may lag a step)."""
     for _ in range(200):
         stats = engine.stats()
-        if stats[key] >= value:
+        if getattr(stats, key) >= value:
             return stats
         await asyncio.sleep(0.01)
     return engine.stats()
@@ -268,10 +268,10 @@ async def test_closing_one_stream_cancels_it_and_the_other_completes(engine):
     seen, other = await asyncio.gather(cancel_after_three(), collect(engine, short))
     assert seen == 3
     assert [e.token_id for e in other] == [e.token_id for e in solo_short] and other[-1].finish_reason == "length"
-    stats = await settled(engine, "cancelled", before["cancelled"] + 1)
-    assert stats["cancelled"] == before["cancelled"] + 1
-    assert 3 <= stats["last_cancelled_tokens"] < 200
-    assert stats["active"] == 0 and stats["queued"] == 0
+    stats = await settled(engine, "cancelled", before.cancelled + 1)
+    assert stats.cancelled == before.cancelled + 1
+    assert 3 <= stats.last_cancelled_tokens < 200
+    assert stats.active == 0 and stats.queued == 0
 
 
 async def test_stop_ends_a_generation_cleanly(engine):

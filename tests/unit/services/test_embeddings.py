@@ -45,11 +45,11 @@ class Client:
             moderations=ModerationService(self.service, threshold=threshold),
             rerank=RerankService(self.service),
         )
-        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://homeport")
+        self.http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost")
 
     def openai(self) -> openai.AsyncOpenAI:
         return openai.AsyncOpenAI(
-            base_url="http://homeport/v1", api_key="sk-test", http_client=self.http, max_retries=0
+            base_url="http://localhost/v1", api_key="sk-test", http_client=self.http, max_retries=0
         )
 
     async def embed(self, **body) -> httpx.Response:

@@ -331,7 +331,7 @@ def test_chat_instruct_wraps_the_transcript_in_one_user_message(tmp_path):
     tail = "You: Hello\nChiharu Yamada: Hi there\nYou: How are you?<|im_end|>\n<|im_start|>assistant\n"
     assert built.text.endswith(tail)
     assert built.text.count("<|im_start|>user") == 1
-    assert built.stops == ("<|im_end|>", "\nYou:")
+    assert built.stops == ("<|im_end|>", "\nYou:", "\nChiharu Yamada:")  # a second turn of either speaker ends the reply
 
 
 def test_chat_instruct_command_is_customizable(tmp_path):

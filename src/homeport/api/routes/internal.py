@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from fastapi import APIRouter, Depends, Request
 
@@ -69,7 +70,7 @@ async def model_info(request: Request) -> dict:
         "loader": info.loader,
         "context_length": info.context_length,
         "args": current.engine.effective_args(),
-        "generation": current.engine.stats(),
+        "generation": dataclasses.asdict(current.engine.stats()),
         "loaded_models": [m.entry.id for m in loaded],
     }
 

@@ -26,7 +26,7 @@ def _available(user_data_dir: Path) -> dict[str, Path]:
 
 async def _set_loras(request: Request, model_name: str | None, adapters: list[tuple[Path, float]]) -> None:
     models = services(request).models
-    model = await models.acquire(model_name)  # pinned: not evicted while its adapters change
+    model = await models.acquire(model_name, strict=True)  # pinned: not evicted while its adapters change
     try:
         await model.engine.set_loras(adapters)
     finally:
@@ -61,7 +61,7 @@ async def lora_load(body: LoadLorasRequest, request: Request) -> str:
 @router.post("/unload", summary="Remove every LoRA from a model (admin key)")
 async def lora_unload(request: Request, body: UnloadLorasRequest | None = None) -> str:
     models = services(request).models
-    model_id = models.resolve(body.model if body else None)
+    model_id = models.resolve(body.model if body else None, strict=True)
     if any(m.entry.id == model_id for m in models.loaded()):  # a model not loaded has none to remove
         await _set_loras(request, model_id, [])
     return "OK"

@@ -1,8 +1,8 @@
 """The llama.cpp engine: a GGUF model, its tokenizer, and the thread that runs its decode loop.
 
 One thread per loaded model owns the llama.cpp context and runs the `Scheduler` (continuous
-batching, prefix cache); requests reach it through a queue and tokens come back to the event
-loop with `loop.call_soon_threadsafe`, so no blocking C call ever runs on the event loop.
+batching, prefix cache) on the shared engine runtime (`engines/runtime`): requests reach it
+through a queue and tokens come back to the event loop, so no blocking C call runs on the loop.
 """
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ import asyncio
 import ctypes
 import logging
 import os
-import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,19 +21,13 @@ from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 from llama_cpp._utils import suppress_stdout_stderr
 
-from homeport.engines.base import (
-    GenerationRequest,
-    GenerationStats,
-    Grammar,
-    ModelInfo,
-    SamplingParams,
-    TokenEvent,
-)
+from homeport.engines.base import Grammar, ModelInfo, SamplingParams
 from homeport.engines.llama_cpp.lora import LoraSet
-from homeport.engines.llama_cpp.sampling import SamplerChain, build_chain, grammar_sampler
-from homeport.engines.llama_cpp.scheduler import STOP_THREAD, Job, Scheduler
+from homeport.engines.llama_cpp.sampling import grammar_sampler
+from homeport.engines.llama_cpp.scheduler import Scheduler
 from homeport.engines.llama_cpp.speculative import DraftModel, DraftModelConfig, Drafter, NgramDrafter
 from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
+from homeport.engines.runtime import RuntimeEngine
 from homeport.errors import EngineError, InvalidRequestError, StartupError, UnsupportedParameterError
 
 log = logging.getLogger(__name__)
@@ -112,7 +105,7 @@ _KV_TYPES = {"fp16": llama_cpp.GGML_TYPE_F16, "f16": llama_cpp.GGML_TYPE_F16,
              "q8_0": llama_cpp.GGML_TYPE_Q8_0, "q4_0": llama_cpp.GGML_TYPE_Q4_0}
 
 
-class LlamaCppEngine:
+class LlamaCppEngine(RuntimeEngine):
     """A GGUF model served by llama.cpp. Construct with `load()` (blocking: call it off the loop)."""
 
     def __init__(self, config: LlamaCppConfig, model: _internals.LlamaModel, ctx: _internals.LlamaContext,
@@ -123,28 +116,25 @@ class LlamaCppEngine:
         self._vocab = model.vocab
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(self._vocab)
         self._piece_cache: dict[tuple[int, bool], bytes] = {}
-        self._stats = GenerationStats()
-        self._live: set[Job] = set()
-        self._thread: threading.Thread | None = None
         self._vision = vision
+        self._eog = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         n_batch = min(config.batch_size, context_length)
         self._scheduler = Scheduler(
             ctx,
-            self._vocab,
+            model,
+            name=f"llama.cpp:{config.model_id}",
             n_slots=config.parallel,
             n_batch=n_batch,
             chunk=min(PREFILL_CHUNK, n_batch),
             context_length=context_length,
-            build_sampler=self._build_sampler,
             piece=self._piece,
-            stats=self._stats,
+            eog=self._eog,
             drafter=drafter,
             vision=vision,
             draft_max=config.speculative.draft_max if config.speculative else 0,
             draft_min=config.speculative.draft_min if config.speculative else 0,
         )
         self._loras = LoraSet(model.model, ctx.ctx)
-        self._eog = frozenset(t for t in range(self._n_vocab) if llama_cpp.llama_vocab_is_eog(self._vocab, t))
         metadata = model.metadata()
         self.info = ModelInfo(
             model_id=config.model_id,
@@ -229,15 +219,11 @@ class LlamaCppEngine:
         return cls(config, model, ctx, context_length, drafter, vision)
 
     async def start(self) -> None:
-        self._thread = threading.Thread(target=self._scheduler.run, name=f"llama.cpp:{self.info.model_id}", daemon=True)
-        self._thread.start()
+        self._scheduler.start()
 
     async def close(self) -> None:
-        if self._thread is not None:
-            self._scheduler.inbox.put(STOP_THREAD)
-            await asyncio.to_thread(self._thread.join)
-            self._thread = None
-        self._scheduler.close()
+        await self._scheduler.aclose()
+        self._scheduler.free()
         if self._vision is not None:
             self._vision.close()
         self._loras.close()
@@ -335,9 +321,6 @@ class LlamaCppEngine:
         text = llama_cpp.llama_vocab_get_text(self._vocab, token)
         return text.decode("utf-8", errors="replace") if text else ""
 
-    def stats(self) -> dict:
-        return {**self._stats.snapshot(), "queued": self.queue_depth()}
-
     def effective_args(self) -> dict:
         return {**self.config.effective_args(), "ctx_size": self.info.context_length}
 
@@ -351,7 +334,7 @@ class LlamaCppEngine:
         """Applies these adapters (file, scale) instead of the current ones; [] removes them all.
         Waits for running generations to finish (queued ones start after the change): the
         prefix cache is cleared, as its KV was computed with the old weights."""
-        if self._thread is None:
+        if not self._scheduler.running:
             raise EngineError("the model is not running")
         wanted = tuple(adapters)
 
@@ -360,70 +343,6 @@ class LlamaCppEngine:
                 self._scheduler.clear_cache()
 
         await asyncio.wrap_future(self._scheduler.call_in_thread(apply, exclusive=True))
-
-    # ---- generation (event-loop side) ------------------------------------------------------
-
-    def queue_depth(self) -> int:
-        return max(0, len(self._live) - self.config.parallel)
-
-    def stop(self, request_id: str | None = None) -> int:
-        """Ends running and queued generations cleanly (finish_reason "stop"): all of them, or
-        those of one response id. Returns how many were asked to stop."""
-        jobs = [job for job in list(self._live) if request_id is None or job.request.request_id == request_id]
-        for job in jobs:
-            job.stop_requested.set()
-        self._scheduler.inbox.put(None)  # wake the thread if it is idle
-        return len(jobs)
-
-    async def distribution(
-        self, prompt_tokens: list[int], sampling: SamplingParams | None, top_n: int
-    ) -> list[tuple[int, float]]:
-        if self._thread is None:
-            raise EngineError("the model is not running")
-        request = GenerationRequest(prompt_tokens=prompt_tokens, sampling=SamplingParams(temperature=0), max_tokens=1)
-        chain = None if sampling is None else build_chain(
-            sampling, self._model, self._n_vocab, self.info.context_length, select=False
-        )
-        job = Job(request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue(), probe=(chain, top_n))
-        self._live.add(job)
-        self._scheduler.inbox.put(job)
-        try:
-            item = await job.events.get()
-            if isinstance(item, BaseException):
-                raise item
-            return item
-        finally:
-            job.cancelled.set()
-            self._live.discard(job)
-            self._scheduler.inbox.put(None)
-
-    async def generate(self, request: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        if self._thread is None:
-            raise EngineError("the model is not running")
-        job = Job(request=request, loop=asyncio.get_running_loop(), events=asyncio.Queue())
-        self._live.add(job)
-        self._scheduler.inbox.put(job)
-        try:
-            while True:
-                item = await job.events.get()
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-                if item.finish_reason is not None:
-                    return
-        finally:
-            # Reached on completion, on error, and when the consumer closes us (client gone):
-            # the engine thread drops a cancelled job at its next step.
-            job.cancelled.set()
-            self._live.discard(job)
-            self._scheduler.inbox.put(None)
-
-    def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
-        chain = build_chain(request.sampling, self._model, self._n_vocab, self.info.context_length)
-        if chain.history_stages:
-            # The repetition windows cover the prompt too, as llama-server does.
-            chain.accept_history([t for t in request.prompt_tokens if t >= 0])  # not image placeholders
-        return chain
 
 
 def _load_drafter(config: LlamaCppConfig, model: _internals.LlamaModel, context_length: int, n_batch: int,

@@ -1,5 +1,8 @@
 """Continuous batching over llama.cpp's multi-sequence batch API, run by the engine's thread.
 
+The thread, its inbox, stop and cancellation are the shared runtime's (`engines/runtime`); this
+module admits a job (a slot, a sampler chain) and runs one step for all running ones.
+
 Each step builds one `llama_batch`: the next token of every decoding sequence, plus one
 position-aligned prompt chunk of each sequence still prefilling, then calls `llama_decode` once.
 A request joins at the next step; a finished or cancelled one frees its slot at once.
@@ -13,12 +16,8 @@ gives the same greedy output whether or not its prefix was cached.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import itertools
 import logging
-import queue
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -26,72 +25,32 @@ import llama_cpp
 import numpy as np
 from llama_cpp import _internals
 
-from homeport.engines.base import GenerationRequest, GenerationStats, TokenEvent
-from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest
+from homeport.engines.base import GenerationRequest
+from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest, batch_add
 from homeport.engines.llama_cpp.vision import VisionProjector
 from homeport.engines.llama_cpp.sampling import (
     SamplerChain,
+    build_chain,
     filtered_distribution,
     log_softmax,
     logits_row,
     top_entries,
 )
-from homeport.engines.text import IncrementalUtf8
+from homeport.engines.runtime import GenerationJob, GenerationRuntime
+from homeport.engines.runtime.generation import Outcome
 from homeport.errors import EngineError
 
 log = logging.getLogger(__name__)
 
-STOP_THREAD = object()  # put in the inbox to end the thread
 MAX_DRAFT_PAUSE = 16  # steps
 
 
-@dataclass(eq=False)
-class _Call:
-    """A function to run on the engine thread (see `Scheduler.call_in_thread`)."""
-
-    fn: Callable[[], object]
-    exclusive: bool
-    future: concurrent.futures.Future = field(default_factory=concurrent.futures.Future)
-
-    def run(self) -> None:
-        if not self.future.set_running_or_notify_cancel():
-            return  # the caller gave up before it ran
-        try:
-            self.future.set_result(self.fn())
-        except BaseException as exc:
-            self.future.set_exception(exc)
-
-
-@dataclass(eq=False)
-class Job:
-    """One generation as the engine thread sees it. The loop sets `cancelled` (the client is gone:
-    drop it) or `stop_requested` (stop-generation: finish it cleanly with what it has)."""
-
-    request: GenerationRequest
-    loop: asyncio.AbstractEventLoop
-    events: asyncio.Queue
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    stop_requested: threading.Event = field(default_factory=threading.Event)
+@dataclass(eq=False, kw_only=True)
+class Job(GenerationJob):
     slot: Slot | None = None
-    prefilled: int = 0  # prompt tokens whose KV is in the cache
-    cached: int = 0  # of those, how many came from the prefix cache
-    produced: int = 0
-    pending_token: int = -1  # sampled, to be decoded at the next step
-    sampler: SamplerChain | None = None
-    decoder: IncrementalUtf8 = field(default_factory=IncrementalUtf8)
-    prompt_logprobs: list = field(default_factory=list)  # filled while prefilling, when asked for
+    sampler: SamplerChain | None = None  # for a probe: its filtering stages (None: the raw distribution)
     draft_misses: int = 0  # speculative decoding: steps in a row whose drafts were all rejected
     draft_pause: int = 0  # steps to decode without drafts before trying again
-    # A distribution probe (the logits endpoint): answer with the next-token distribution after
-    # the first decode, filtered by this chain (None: the raw model distribution), then end.
-    probe: tuple[SamplerChain | None, int] | None = None
-
-    def send(self, item: object) -> None:
-        self.loop.call_soon_threadsafe(self.events.put_nowait, item)
-
-    @property
-    def decoding(self) -> bool:
-        return self.prefilled == len(self.request.prompt_tokens)
 
 
 @dataclass(eq=False)
@@ -110,73 +69,54 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-class Scheduler:
+class Scheduler(GenerationRuntime):
+    job_type = Job
+
     def __init__(
         self,
         ctx: _internals.LlamaContext,
-        vocab: llama_cpp.llama_vocab_p,
+        model: _internals.LlamaModel,
         *,
+        name: str,
         n_slots: int,
         n_batch: int,
         chunk: int,
         context_length: int,
-        build_sampler: Callable[[GenerationRequest], SamplerChain],
         piece: Callable[[int, bool], bytes],
-        stats: GenerationStats,
+        eog: frozenset[int],
         drafter: Drafter | None = None,
         vision: VisionProjector | None = None,
         draft_max: int = 0,
         draft_min: int = 0,
     ) -> None:
+        super().__init__(name, parallel=n_slots, context_length=context_length, eog=eog, piece=piece,
+                         top_entries=top_entries)
         self._ctx = ctx
-        self._vocab = vocab
+        self._model = model
         self._memory = ctx.memory
         self._n_batch = n_batch
         self._chunk = chunk
-        self._context_length = context_length
-        self._build_sampler = build_sampler
-        self._piece = piece
-        self._stats = stats
         self._drafter = drafter
         self._vision = vision
         self._draft_max = draft_max if drafter is not None else 0
         self._draft_min = max(1, draft_min)
         # A step: the prompt budget, plus each decoding sequence's pending token and its drafts.
         self._batch = llama_cpp.llama_batch_init(n_batch + n_slots * (1 + self._draft_max), 0, 1)
-        self._n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self._n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
         self._clock = itertools.count(1)
-        self.inbox: queue.SimpleQueue = queue.SimpleQueue()
 
     @property
     def max_image_tokens(self) -> int:
         """An image attended bidirectionally must fit one compute pass (llama.cpp aborts otherwise)."""
         return llama_cpp.llama_n_ubatch(self._ctx.ctx)
 
-    def close(self) -> None:
-        """After the thread has ended: frees the batch and fails calls it never took."""
+    def free(self) -> None:
+        """After the thread has ended: frees the batch and the drafter."""
         llama_cpp.llama_batch_free(self._batch)
         if self._drafter is not None:
             self._drafter.close()
-        while True:
-            try:
-                item = self.inbox.get_nowait()
-            except queue.Empty:
-                break
-            if isinstance(item, _Call):
-                _fail(item, EngineError("the model was unloaded"))
-
-    # ---- calls onto the engine thread --------------------------------------------------------
-
-    def call_in_thread(self, fn: Callable[[], object], *, exclusive: bool = False) -> concurrent.futures.Future:
-        """Runs `fn()` on the engine thread between two decode steps; the future has its result.
-        `exclusive`: first let every running generation finish, admitting no new one meanwhile
-        (they wait in the queue and start after `fn`), for changes such as new weights that no
-        generation may straddle."""
-        call = _Call(fn, exclusive)
-        self.inbox.put(call)
-        return call.future
 
     def clear_cache(self) -> None:
         """Forgets every slot's cached prefix. Engine thread only, with no generation running."""
@@ -188,70 +128,15 @@ class Scheduler:
 
     # ---- engine thread ---------------------------------------------------------------------
 
-    def run(self) -> None:
-        running: list[Job] = []
-        waiting: list[Job] = []
-        calls: list[_Call] = []
-        while True:
-            # Block only when there is nothing to decode or call; otherwise just drain the inbox.
-            block = not running and not waiting and not calls
-            try:
-                while True:
-                    item = self.inbox.get(block=block)
-                    block = False
-                    if item is None:  # a wake-up call: look at the flags again
-                        continue
-                    if item is STOP_THREAD:
-                        for seq in running + waiting:
-                            seq.send(EngineError("the model was unloaded"))
-                        for call in calls:
-                            _fail(call, EngineError("the model was unloaded"))
-                        return
-                    if isinstance(item, _Call):
-                        calls.append(item)
-                        continue
-                    waiting.append(item)
-            except queue.Empty:
-                pass
-            for seq in [s for s in waiting if s.cancelled.is_set() or s.stop_requested.is_set()]:
-                waiting.remove(seq)
-                if seq.stop_requested.is_set() and not seq.cancelled.is_set():
-                    seq.send(TokenEvent(token_id=-1, text="", finish_reason="stop"))
-                    self._stats.completed += 1
-                else:
-                    self._count_cancelled(0)
-            # Calls run in order; an exclusive one waits for an empty batch and holds back the
-            # calls and the admissions behind it until it has run.
-            while calls and not (calls[0].exclusive and running):
-                calls.pop(0).run()
-            while waiting and self._free and not calls:
-                seq = waiting.pop(0)
-                try:
-                    self._admit(seq)
-                except Exception as exc:  # a sampler that cannot be built fails this request only
-                    log.error("cannot start a generation: %s", type(exc).__name__)
-                    seq.send(EngineError("cannot start generation with these sampling parameters"))
-                    self._free_slot(seq)
-                    self._stats.failed += 1
-                    continue
-                running.append(seq)
-                self._stats.active += 1
-            for seq in list(running):
-                if seq.cancelled.is_set():
-                    self._finish(seq, running, "cancelled")
-                elif seq.stop_requested.is_set():
-                    seq.send(TokenEvent(token_id=-1, text=seq.decoder.flush(), finish_reason="stop"))
-                    self._finish(seq, running, "completed")
-            if running:
-                try:
-                    self._step(running)
-                except Exception as exc:  # never let the thread die silently: fail the batch instead
-                    log.error("llama.cpp engine step failed: %s", type(exc).__name__)
-                    for seq in list(running):
-                        seq.send(EngineError("internal engine error"))
-                        self._finish(seq, running, "failed", keep_cache=False)
-
-    def _admit(self, seq: Job) -> None:
+    def admit(self, seq: Job) -> None:
+        # The sampler first: a request whose chain cannot be built never takes a slot.
+        if seq.probe is not None:
+            params = seq.probe[0]
+            seq.sampler = None if params is None else build_chain(
+                params, self._model, self._n_vocab, self.context_length, select=False
+            )
+        else:
+            seq.sampler = self._build_sampler(seq.request)
         prompt = seq.request.prompt_tokens
         # The free slot whose cache shares the longest prefix; among equals, the least recently used.
         slot = max(self._free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
@@ -268,38 +153,30 @@ class Scheduler:
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
         del slot.tokens[reuse:]
         seq.prefilled = seq.cached = reuse
-        seq.sampler = self._build_sampler(seq.request)
 
-    def _free_slot(self, seq: Job) -> None:
-        if seq.slot is not None:
-            seq.slot.last_used = next(self._clock)
-            self._free.append(seq.slot)
+    def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
+        chain = build_chain(request.sampling, self._model, self._n_vocab, self.context_length)
+        if chain.history_stages:
+            # The repetition windows cover the prompt too, as llama-server does.
+            chain.accept_history([t for t in request.prompt_tokens if t >= 0])  # not image placeholders
+        return chain
+
+    def release(self, seq: Job, outcome: Outcome) -> None:
+        slot = seq.slot
+        if slot is not None:
+            if outcome == "failed":  # its KV may be half written: forget it
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                slot.tokens.clear()
+            slot.last_used = next(self._clock)
+            self._free.append(slot)
             seq.slot = None
-
-    def _finish(self, seq: Job, running: list[Job], outcome: str, *, keep_cache: bool = True) -> None:
-        running.remove(seq)
-        if seq.slot is not None and not keep_cache:
-            llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, -1, -1)
-            seq.slot.tokens.clear()
-        self._free_slot(seq)
-        for chain in (seq.sampler, seq.probe[0] if seq.probe else None):
-            if chain is not None:
-                chain.close()
-        seq.sampler = None
-        seq.probe = None
+        if seq.sampler is not None:
+            seq.sampler.close()
+            seq.sampler = None
         if self._drafter is not None:
             self._drafter.forget(seq)
-        self._stats.active -= 1
-        if outcome == "cancelled":
-            self._count_cancelled(seq.produced)
-        else:
-            setattr(self._stats, outcome, getattr(self._stats, outcome) + 1)
 
-    def _count_cancelled(self, produced: int) -> None:
-        self._stats.cancelled += 1
-        self._stats.last_cancelled_tokens = produced
-
-    def _step(self, running: list[Job]) -> None:
+    def step(self, running: list[Job]) -> None:
         n = 0
         prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence, plus drafts)
         # (job, its batch rows to sample in turn, the drafts those rows check)
@@ -311,8 +188,7 @@ class Scheduler:
                 self._decode_images(seq)
             except EngineError as exc:  # this request's image only: the others go on
                 log.error("decoding an image failed")
-                seq.send(exc)
-                self._finish(seq, running, "failed", keep_cache=False)
+                self.fail([seq], running, exc)
         drafts = self._drafts(running)
         for seq in running:
             if seq.decoding:
@@ -320,7 +196,7 @@ class Scheduler:
                 guesses = drafts.get(seq, [])
                 rows = []
                 for token in (seq.pending_token, *guesses):
-                    self._add(n, token, len(slot.tokens), slot.seq_id, True)
+                    batch_add(self._batch, n, token, len(slot.tokens), slot.seq_id, True)
                     slot.tokens.append(token)
                     rows.append(n)
                     n += 1
@@ -339,7 +215,7 @@ class Scheduler:
             if all_logits:
                 prompt_rows.append((seq, start, n))
             for pos in range(start, end):
-                self._add(n, prompt[pos], pos, seq.slot.seq_id, all_logits or pos == len(prompt) - 1)
+                batch_add(self._batch, n, prompt[pos], pos, seq.slot.seq_id, all_logits or pos == len(prompt) - 1)
                 n += 1
             seq.slot.tokens.extend(prompt[start:end])
             seq.prefilled = end
@@ -352,7 +228,7 @@ class Scheduler:
         if rc != 0:
             raise EngineError(f"llama_decode failed ({rc})")
         for seq, start, row in prompt_rows:
-            self._record_prompt_logprobs(seq, start, row)
+            self.record_prompt_logprobs(seq, start, seq.prefilled, lambda i, row=row: self._logprobs(row + i))
         for seq, rows, guesses in sample_at:
             if seq.cancelled.is_set():
                 continue
@@ -360,19 +236,17 @@ class Scheduler:
                 self._answer_probe(seq, rows[0], running)
                 continue
             for checked, row in enumerate(rows):
-                logprobs = None
-                if seq.request.logprobs is not None:
-                    # Read the model's distribution before sampling: the sampler may edit the logits.
-                    logprobs = log_softmax(logits_row(self._ctx, row, self._n_vocab).astype(np.float64))
+                # Read the model's distribution before sampling: the sampler may edit the logits.
+                logprobs = self._logprobs(row) if seq.request.logprobs is not None else None
                 token = llama_cpp.llama_sampler_sample(seq.sampler.chain.sampler, self._ctx.ctx, row)
-                event = self._advance(seq, token, logprobs)
+                event = self.advance(seq, token, logprobs)
                 if checked == len(guesses) or token != guesses[checked] or event.finish_reason is not None:
                     break
                 seq.send(event)
             if guesses:
                 # The KV keeps the pending token and the drafts the model agreed with.
-                self._stats.draft_tokens += len(guesses)
-                self._stats.draft_accepted += checked
+                self.counters.draft_tokens += len(guesses)
+                self.counters.draft_accepted += checked
                 # Where drafts keep missing (free sampling, text unlike its context), checking them
                 # only costs: back off exponentially, and start over at the first hit.
                 seq.draft_misses = seq.draft_misses + 1 if checked == 0 else 0
@@ -380,9 +254,10 @@ class Scheduler:
                 keep = len(seq.slot.tokens) - len(guesses) + checked
                 llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, keep, -1)
                 del seq.slot.tokens[keep:]
-            seq.send(event)
             if event.finish_reason is not None:
-                self._finish(seq, running, "completed")
+                self.complete(seq, running, event)
+            else:
+                seq.send(event)
 
     def _drafts(self, running: list[Job]) -> dict[Job, list[int]]:
         """Draft tokens for the decoding sequences that have room for them."""
@@ -396,7 +271,7 @@ class Scheduler:
                 seq.draft_pause -= 1
                 continue
             used = len(seq.request.prompt_tokens) + seq.produced  # the pending token included
-            room = min(self._draft_max, seq.request.max_tokens - seq.produced - 1, self._context_length - used - 1)
+            room = min(self._draft_max, seq.request.max_tokens - seq.produced - 1, self.context_length - used - 1)
             if room >= self._draft_min:
                 requests.append(DraftRequest(seq, seq.slot.seq_id, seq.slot.tokens, seq.pending_token, room))
                 jobs.append(seq)
@@ -419,60 +294,17 @@ class Scheduler:
             seq.prefilled = end
 
     def _answer_probe(self, seq: Job, row: int, running: list[Job]) -> None:
-        chain, top_n = seq.probe
+        top_n = seq.probe[1]
         logits = logits_row(self._ctx, row, self._n_vocab)
-        if chain is None:
+        if seq.sampler is None:
             probs = [(t, float(np.exp(lp))) for t, lp in top_entries(log_softmax(logits), top_n)]
         else:
-            probs = filtered_distribution(chain, logits, self._n_vocab, top_n)
-        seq.send(probs)
-        self._finish(seq, running, "completed")
+            probs = filtered_distribution(seq.sampler, logits, self._n_vocab, top_n)
+        self.complete(seq, running, probs)
 
-    def _record_prompt_logprobs(self, seq: Job, start: int, row: int) -> None:
-        """Each prompt token's logprob given the tokens before it (the first token has none)."""
-        prompt = seq.request.prompt_tokens
-        top_n = seq.request.logprobs or 0
-        if start == 0:
-            seq.prompt_logprobs.append((prompt[0], None, ()))
-        end = seq.prefilled
-        for pos in range(start, min(end, len(prompt) - 1)):
-            logprobs = log_softmax(logits_row(self._ctx, row + pos - start, self._n_vocab).astype(np.float64))
-            following = prompt[pos + 1]
-            seq.prompt_logprobs.append((following, float(logprobs[following]), top_entries(logprobs, top_n)))
-
-    def _advance(self, seq: Job, token: int, logprobs: np.ndarray | None) -> TokenEvent:
-        seq.produced += 1
-        self._stats.tokens_generated += 1
-        first = seq.produced == 1
-        extra = {
-            "cached_tokens": seq.cached if first else 0,
-            "prompt_logprobs": tuple(seq.prompt_logprobs) if first and seq.request.prompt_logprobs else None,
-        }
-        if logprobs is not None:
-            extra["logprob"] = float(logprobs[token])
-            extra["top_logprobs"] = top_entries(logprobs, seq.request.logprobs or 0)
-        if llama_cpp.llama_vocab_is_eog(self._vocab, token):
-            return TokenEvent(token_id=token, text=seq.decoder.flush(), finish_reason="stop", **extra)
-        text = seq.decoder.push(self._piece(token, seq.request.render_special))
-        seq.pending_token = token
-        used = len(seq.request.prompt_tokens) + seq.produced
-        if seq.produced >= seq.request.max_tokens or used >= self._context_length:
-            return TokenEvent(token_id=token, text=text + seq.decoder.flush(), finish_reason="length", **extra)
-        return TokenEvent(token_id=token, text=text, **extra)
-
-    def _add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        batch = self._batch
-        batch.token[i] = token
-        batch.pos[i] = pos
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = logits
+    def _logprobs(self, row: int) -> np.ndarray:
+        return log_softmax(logits_row(self._ctx, row, self._n_vocab).astype(np.float64))
 
 
 def _segments(seq: Job) -> tuple:
     return seq.request.media.segments if seq.request.media is not None else ()
-
-
-def _fail(call: _Call, error: Exception) -> None:
-    if call.future.set_running_or_notify_cancel():
-        call.future.set_exception(error)

@@ -184,7 +184,7 @@ class DraftModel:
         for i, tokens in feeding:
             state = self._seqs[requests[i].seq_id]
             for j, token in enumerate(tokens):
-                self._add(n, token, len(state.tokens), requests[i].seq_id, j == len(tokens) - 1)
+                batch_add(self._batch, n, token, len(state.tokens), requests[i].seq_id, j == len(tokens) - 1)
                 state.tokens.append(token)
                 n += 1
             rows[i] = n - 1
@@ -202,7 +202,7 @@ class DraftModel:
                 if len(drafts[i]) >= requests[i].limit or llama_cpp.llama_vocab_is_eog(self._vocab, token):
                     continue
                 state = self._seqs[requests[i].seq_id]
-                self._add(n, token, len(state.tokens), requests[i].seq_id, True)
+                batch_add(self._batch, n, token, len(state.tokens), requests[i].seq_id, True)
                 state.tokens.append(token)
                 following[i] = n
                 n += 1
@@ -234,7 +234,7 @@ class DraftModel:
 
     def _decode_into(self, seq_id: int, state: _DraftSeq, tokens: list[int], *, last_logits: bool) -> None:
         for j, token in enumerate(tokens):
-            self._add(j, token, len(state.tokens), seq_id, last_logits and j == len(tokens) - 1)
+            batch_add(self._batch, j, token, len(state.tokens), seq_id, last_logits and j == len(tokens) - 1)
             state.tokens.append(token)
         self._decode(len(tokens))
 
@@ -251,14 +251,6 @@ class DraftModel:
         rc = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
         if rc != 0:
             raise EngineError(f"llama_decode failed on the draft model ({rc})")
-
-    def _add(self, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
-        batch = self._batch
-        batch.token[i] = token
-        batch.pos[i] = pos
-        batch.n_seq_id[i] = 1
-        batch.seq_id[i][0] = seq_id
-        batch.logits[i] = logits
 
     def forget(self, key: object) -> None:
         pass  # the next generation on the slot clears it (see _sync)
@@ -295,3 +287,12 @@ def vocab_mismatch(target: llama_cpp.llama_vocab_p, draft: llama_cpp.llama_vocab
         if llama_cpp.llama_vocab_get_text(target, token) != llama_cpp.llama_vocab_get_text(draft, token):
             return f"token {token} differs"
     return None
+
+
+def batch_add(batch: llama_cpp.llama_batch, i: int, token: int, pos: int, seq_id: int, logits: bool) -> None:
+    """Row `i` of a batch: `token` at `pos` of sequence `seq_id`, with its logits kept or not."""
+    batch.token[i] = token
+    batch.pos[i] = pos
+    batch.n_seq_id[i] = 1
+    batch.seq_id[i][0] = seq_id
+    batch.logits[i] = logits

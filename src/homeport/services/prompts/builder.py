@@ -231,9 +231,8 @@ class ChatPromptService:
         if mode != "chat":
             stops += template.stop or self._derived_stops(template)
         if mode != "instruct" and persona is not None:
-            stops.append(f"\n{persona.name1}:")
-            if mode == "chat":
-                stops.append(f"\n{persona.name2}:")
+            # "A single reply for the character": a new line that starts either speaker's turn ends it.
+            stops += [f"\n{persona.name1}:", f"\n{persona.name2}:"]
         return tuple(dict.fromkeys(stops))
 
     def _derived_stops(self, template: ChatTemplate) -> list[str]:
