@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from support.openapi import SpecValidator
-from support.server import GEMMA_MODEL_ID
+from support.server import GEMMA_MODEL_ID, SMOLLM2_MODEL_ID
 from support.sse import parse_sse
 
 LONG_RUN = {"prompt": "1, 2, 3, 4, 5, 6,", "max_tokens": 3000, "temperature": 0, "logit_bias": {"1": -100}}
@@ -51,7 +51,8 @@ def test_api_key_is_enforced(server, spec):
 
 def test_models_and_docs(server, client):
     models = client.models.list().data
-    assert [m.id for m in models] == ["gemma-3-270m-q4_k_m"]
+    # the loaded model first, then the other packaged model (listed, loaded on demand)
+    assert [m.id for m in models] == [GEMMA_MODEL_ID, SMOLLM2_MODEL_ID]
     assert client.models.retrieve(models[0].id).id == models[0].id
     with server.http() as http:
         assert http.get("/docs").status_code == 200
