@@ -118,28 +118,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="NAME", help="GGUF file path or name under --model-dir")
     model.add_argument("--model-dir", type=Path, metavar="DIR", help="where models live")
     model.add_argument("--user-data-dir", type=Path, metavar="DIR", help="user data (default user_data)")
-    model.add_argument("--ctx-size", type=int, metavar="N", help="context length; 0 = auto")
-    model.add_argument("--threads", type=int, metavar="N", help="CPU threads; 0 = auto")
-    model.add_argument(
-        "--n-gpu-layers",
-        "--gpu-layers",
-        dest="n_gpu_layers",
-        type=int,
-        metavar="N",
-        help="layers to offload to the GPU; -1 = all",
-    )
-    model.add_argument("--batch-size", type=int, metavar="N", help="prompt tokens per step (default 512)")
-    model.add_argument("--ubatch-size", type=int, metavar="N", help="tokens per compute pass (default 512)")
-    model.add_argument("--parallel", type=int, metavar="N", help="sequences decoded together (default 8)")
-    model.add_argument(
-        "--kv-unified", action=argparse.BooleanOptionalAction,
-        help="one KV cache shared by all sequences (default; --no-kv-unified: one stream each, output independent of history)",
-    )
-    model.add_argument("--mmproj", metavar="FILE", help="vision projector GGUF: the model takes images")
-    model.add_argument("--spec-type", choices=("none", "draft", "ngram"),
-                       help="speculative decoding: a draft model, or ngram (prompt lookup, no second model)")
-    model.add_argument("--model-draft", metavar="NAME", help="draft model for speculative decoding (GGUF, same vocabulary)")
-    model.add_argument("--draft-max", type=int, metavar="N", help="drafted tokens checked per step (default 4)")
+    _add_load_arg_flags(model)
     model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 2: both packaged models fit)")
     model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
     model.add_argument(
@@ -180,6 +159,25 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     other.add_argument(
         "--debug", action=argparse.BooleanOptionalAction, help="log prompts and parameters"
     )
+
+
+def _add_load_arg_flags(group: argparse._ArgumentGroup) -> None:
+    """The start-up flags of the backends' load arguments, from their declarations (one per knob:
+    `homeport.registry.LoadArg`), each setting the Settings field of the same knob."""
+    from homeport.registry import backends
+
+    seen: set[str] = set()
+    for backend in backends():
+        for arg in backend.load_args:
+            flag = arg.flag
+            if flag is None or arg.setting in seen:
+                continue
+            seen.add(arg.setting)
+            if flag.switch:
+                group.add_argument(*flag.names, dest=arg.setting, action=argparse.BooleanOptionalAction, help=flag.help)
+            else:
+                group.add_argument(*flag.names, dest=arg.setting, type=arg.type, metavar=flag.metavar,
+                                   choices=flag.choices, help=flag.help)
 
 
 def check_tls_files(settings: Settings) -> None:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import os
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 from homeport.errors import StartupError
 from homeport.settings import Settings
@@ -18,9 +19,19 @@ _SPLIT = re.compile(r"^(?P<stem>.+)-(?P<part>\d{5})-of-(?P<count>\d{5})$")
 @dataclass(frozen=True)
 class ModelEntry:
     id: str
-    path: Path  # the GGUF file (the first part of a split GGUF), or a Hugging Face folder
-    format: Literal["gguf", "transformers"]
+    path: Path  # the GGUF file (the first part of a split GGUF), or a model folder
+    format: str  # the files' format, as its backend names it: gguf, transformers, sentence-transformers, ...
     size_bytes: int
+    kind: str = "text"  # text | embedding | rerank | image | transcription | speech (homeport.registry.KINDS)
+    backend: str = ""  # the registered backend that serves it; "" = the first of its kind and format
+
+    @property
+    def capabilities(self) -> tuple[str, ...]:
+        from homeport import registry
+
+        if self.backend:
+            return registry.capabilities_of(self.backend)
+        return next((b.capabilities for b in registry.backends(self.kind) if b.format == self.format), ())
 
 
 def resolve_model(settings: Settings) -> ModelEntry:
@@ -78,40 +89,94 @@ def gguf_entry(path: Path) -> ModelEntry:
     if split:
         stem = split["stem"]
         parts = sorted(path.parent.glob(f"{stem}-*-of-{split['count']}.gguf"))
-    return ModelEntry(id=stem, path=path, format="gguf", size_bytes=sum(p.stat().st_size for p in parts if p.exists()))
+    size = sum(p.stat().st_size for p in parts if p.exists())
+    from homeport import registry
+
+    known = registry.recognise(path) if path.is_file() else None
+    if known is None:  # unreadable metadata: a text model, as before the registry (its load will say)
+        known = registry.backend("llama.cpp")
+    return ModelEntry(id=stem, path=path, format=known.format, size_bytes=size, kind=known.kind, backend=known.name)
 
 
 class ModelLibrary:
-    """The models under a directory: GGUF files (split ones once), and Hugging Face folders.
-    Scanned on every call, so files dropped in show up without a restart."""
+    """The models under a directory, of every kind a backend (or recogniser) of the registry knows:
+    GGUF files (split ones once; vision projectors are not listed) and model folders.
+
+    A scan is cached while no directory under the model dir changes (files dropped in show up
+    without a restart); `refresh()` forgets it (a load request rescans). Blocking: async code calls
+    it through `asyncio.to_thread`."""
 
     def __init__(self, model_dir: Path, extra: tuple[ModelEntry, ...] = ()) -> None:
         self.model_dir = model_dir
         self.extra = extra
+        self._cache: tuple[tuple, list[ModelEntry]] | None = None
+        self._lock = threading.Lock()
+
+    def refresh(self) -> None:
+        self._cache = None
 
     def scan(self) -> list[ModelEntry]:
+        with self._lock:
+            signature = _signature(self.model_dir)
+            if self._cache is not None and self._cache[0] == signature:
+                return list(self._cache[1])
+            entries = self._scan()
+            self._cache = (signature, entries)
+            return list(entries)
+
+    def _scan(self) -> list[ModelEntry]:
+        from homeport import registry
+
         entries: dict[str, ModelEntry] = {entry.id: entry for entry in self.extra}
-        if self.model_dir.is_dir():
-            for path in sorted(self.model_dir.rglob("*.gguf")):
-                split = _SPLIT.match(path.stem)
-                if not path.is_file() or (split and split["part"] != "00001") or _is_side_file(path):
-                    continue
-                entry = gguf_entry(path)
-                entries.setdefault(entry.id, entry)
-            for config in sorted(self.model_dir.rglob("config.json")):
-                folder = config.parent
-                if any(folder.glob("*.safetensors")) or any(folder.glob("*.bin")):
-                    size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
-                    entries.setdefault(folder.name, ModelEntry(folder.name, folder, "transformers", size))
+        if not self.model_dir.is_dir():
+            return list(entries.values())
+        for path in sorted(self.model_dir.rglob("*.gguf")):
+            split = _SPLIT.match(path.stem)
+            if not path.is_file() or (split and split["part"] != "00001"):
+                continue
+            if registry.recognise(path) is None:  # a vision projector
+                continue
+            entry = gguf_entry(path)
+            entries.setdefault(entry.id, entry)
+        folders = {marker.parent for name in _FOLDER_MARKERS for marker in self.model_dir.rglob(name)}
+        taken: list[Path] = []  # model folders found: the folders inside them (a pipeline's unet/) are parts
+        for folder in sorted(folders):
+            if not folder.is_dir() or any(folder.is_relative_to(parent) for parent in taken):
+                continue
+            known = registry.recognise(folder)
+            if known is None:
+                continue
+            taken.append(folder)
+            size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+            entries.setdefault(folder.name, ModelEntry(folder.name, folder, known.format, size, known.kind,
+                                                       known.name))
         return list(entries.values())
 
-    def find(self, name: str) -> ModelEntry | None:
+    def find(self, name: str, entries: list[ModelEntry] | None = None) -> ModelEntry | None:
         wanted = name.removesuffix(".gguf")
-        for entry in self.scan():
+        for entry in self.scan() if entries is None else entries:
             relative = _relative(entry.path, self.model_dir)
             if wanted in (entry.id, relative, relative.removesuffix(".gguf")) or name == entry.path.name:
                 return entry
         return None
+
+
+# Files that mark a model folder (what each kind of folder is, the registry decides).
+_FOLDER_MARKERS = ("config.json", "model_index.json", "modules.json", "*.onnx.json")
+
+
+def _signature(model_dir: Path) -> tuple:
+    """The modification times of every directory under the model dir: a file added, removed or
+    renamed anywhere below changes one."""
+    if not model_dir.is_dir():
+        return ()
+    stamps = []
+    for root, _, _ in os.walk(model_dir):
+        try:
+            stamps.append((root, os.stat(root).st_mtime_ns))
+        except OSError:
+            continue
+    return tuple(stamps)
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -120,7 +185,3 @@ def _relative(path: Path, base: Path) -> str:
     except ValueError:
         return path.name
 
-
-def _is_side_file(path: Path) -> bool:
-    # Vision projectors are not models to serve on their own.
-    return path.name.lower().startswith("mmproj")

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from homeport.engines.base import TextEngine
-from homeport.engines.embeddings import EmbedderConfig, RerankerConfig
-from homeport.errors import InvalidRequestError
+from homeport.engines.embeddings import EmbedderConfig, RerankerConfig, embedding_entry, reranker_entry
+from homeport.errors import HomeportError, InvalidRequestError
 from homeport.model_paths import ModelEntry, ModelLibrary
 from homeport.services.chat import ChatService
 from homeport.services.completions import CompletionService
@@ -19,7 +19,7 @@ from homeport.services.presets import PresetLibrary
 from homeport.services.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
 from homeport.services.prompts import instruction_templates
 from homeport.services.prompts.media_policy import MediaPolicy
-from homeport.services.rerank import CrossEncoderService, RerankService
+from homeport.services.rerank import RerankService
 from homeport.settings import Settings
 
 USER_TEMPLATE_TABLE = "chat_templates.yaml"
@@ -80,35 +80,62 @@ class Services:
 
         entry = entry or ModelEntry(engine.info.model_id, Path(engine.info.path), "gguf", 0)
         offered = model_library or ModelLibrary(settings.model_dir)
+        # Each kind's default model: the start-up text model, the embedding model (a 503 on use
+        # when it cannot be found, as before), the rerank cross-encoder when one is configured.
+        defaults: dict[str, str | HomeportError] = {}
+        extra = [entry]
+        try:
+            embedding = embedding_entry(
+                EmbedderConfig(model=settings.embedding_model, device=settings.embedding_device,
+                               model_dir=settings.model_dir)
+            )
+        except HomeportError as exc:
+            defaults["embedding"] = exc
+        else:
+            defaults["embedding"] = embedding.id
+            extra.append(embedding)
+        if settings.rerank_model is not None:  # a bad folder is a StartupError now, not on first use
+            rerank = reranker_entry(
+                RerankerConfig(settings.rerank_model, device=settings.embedding_device, model_dir=settings.model_dir)
+            )
+            defaults["rerank"] = rerank.id
+            extra.append(rerank)
         models = ModelManager(
-            library=ModelLibrary(offered.model_dir, extra=(entry, *offered.extra)),
-            loader=loader,
+            library=ModelLibrary(offered.model_dir, extra=(*extra, *offered.extra)),
+            loader=loader if loader is not None else _OtherKindsLoader(settings),
             build_services=build_services,
             default_model=entry.id,
+            defaults=defaults,
             max_loaded=settings.max_loaded_models,
             idle_timeout=settings.idle_timeout * 60,
             aliases=settings.model_aliases,
             unknown_to_default=not settings.strict_model_names,
         )
         models.adopt(entry, engine)
-        embeddings = EmbeddingService.from_config(
-            EmbedderConfig(model=settings.embedding_model, device=settings.embedding_device, model_dir=settings.model_dir)
-        )
+        embeddings = EmbeddingService(models=models)
         return cls(
             settings=settings,
             models=models,
             embeddings=embeddings,
             moderations=ModerationService(embeddings, threshold=settings.moderation_threshold),
-            rerank=RerankService(embeddings, _cross_encoder(settings)),
+            rerank=RerankService(embeddings, models=models),
         )
 
 
-def _cross_encoder(settings: Settings) -> CrossEncoderService | None:
-    """The rerank cross-encoder, or None (rerank by embedding similarity). A bad folder is a StartupError."""
-    if settings.rerank_model is None:
-        return None
-    config = RerankerConfig(settings.rerank_model, device=settings.embedding_device, model_dir=settings.model_dir)
-    return CrossEncoderService.from_config(config)
+class _OtherKindsLoader:
+    """Without a library loader (only the start-up text model is served), the embedding and rerank
+    models still load on demand, as they always did."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def __call__(self, entry: ModelEntry, args: dict):
+        from homeport.model_loading import load_engine
+        from homeport.errors import ServiceUnavailableError
+
+        if entry.kind == "text":
+            raise ServiceUnavailableError(f"the model '{entry.id}' is not loaded and this server cannot load models")
+        return load_engine(entry, self.settings, args)
 
 
 def load_template(settings: Settings, name: str | None, text: str | None) -> ChatTemplate | None:

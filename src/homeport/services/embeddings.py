@@ -17,22 +17,24 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import sys
 from array import array
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from homeport.engines.embeddings import EmbedderConfig, load_embedder
 from homeport.engines.embeddings.base import Embedder
-from homeport.engines.runtime import MicroBatcher
-from homeport.errors import EngineError, InvalidRequestError
+from homeport.engines.embeddings.engine import EmbeddingEngine, Text, float32
+from homeport.errors import InvalidRequestError
 from homeport.schemas.embeddings import EmbeddingRequest
 
+if TYPE_CHECKING:
+    from homeport.services.model_manager import ModelManager
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
-
-Text = str | list[int]  # a text, or token ids of the embedding model to decode
 
 
 @dataclass(frozen=True)
@@ -49,31 +51,45 @@ class Embedded:
 
 
 class EmbeddingService:
-    def __init__(self, load: Callable[[], Embedder], *, max_batch_texts: int = 256) -> None:
+    """Either one fixed embedder (`load`: tests, tools) or the model manager's embedding models
+    (`models`): then the request's `model` picks one (the default for none or an unknown name), and
+    it stays pinned while the request uses it."""
+
+    def __init__(self, load: Callable[[], Embedder] | None = None, *, models: ModelManager | None = None,
+                 max_batch_texts: int = 256) -> None:
         """`load` builds the embedder (blocking, slow; may raise a HomeportError such as a 503);
         it is called in the worker thread on first use, and again after a failure."""
-        self._batcher: MicroBatcher[Embedder, Text, tuple[list[float], int]] = MicroBatcher(
-            load, _embed_batch, what="embedding model", max_items=max_batch_texts
-        )
+        self._fixed = EmbeddingEngine(load, max_batch_texts=max_batch_texts) if load is not None else None
+        self._models = models
 
     @classmethod
     def from_config(cls, config: EmbedderConfig, **kwargs) -> EmbeddingService:
         """The configured model (sentence-transformers or GGUF), loaded on first use."""
         return cls(lambda: load_embedder(config), **kwargs)
 
+    @contextlib.asynccontextmanager
+    async def _engine(self, name: str | None) -> AsyncIterator[EmbeddingEngine]:
+        if self._models is None:
+            assert self._fixed is not None
+            yield self._fixed
+            return
+        async with self._models.using(name, "embedding") as model:
+            yield model.engine
+
     # ---- the OpenAI endpoint -------------------------------------------------------------------
 
     async def create(self, body: EmbeddingRequest) -> dict:
         inputs = _inputs(body.input)
-        embedder = await self.embedder()
-        if body.dimensions is not None and body.dimensions > embedder.dimensions:
-            raise InvalidRequestError(
-                f"dimensions must be at most {embedder.dimensions} for the model '{embedder.model_id}', "
-                f"got {body.dimensions}",
-                param="dimensions",
-            )
-        _check_token_ids(inputs, embedder.vocab_size)
-        result = await self.embed(inputs)
+        async with self._engine(body.model) as engine:
+            embedder = await engine.embedder()
+            if body.dimensions is not None and body.dimensions > embedder.dimensions:
+                raise InvalidRequestError(
+                    f"dimensions must be at most {embedder.dimensions} for the model '{embedder.model_id}', "
+                    f"got {body.dimensions}",
+                    param="dimensions",
+                )
+            _check_token_ids(inputs, embedder.vocab_size)
+            result = Embedded(*await engine.embed(inputs))
         data = []
         for index, vector in enumerate(result.vectors):
             if body.dimensions is not None and body.dimensions < len(vector):
@@ -88,32 +104,23 @@ class EmbeddingService:
 
     # ---- for moderations and rerank, and the batching behind them ----------------------------------
 
-    async def embedder(self) -> Embedder:
-        """The embedder, loaded on first use in the worker thread."""
-        return await self._batcher.model()
+    async def embedder(self, name: str | None = None) -> Embedder:
+        """The embedder (the default one unless `name`), loaded on first use."""
+        async with self._engine(name) as engine:
+            return await engine.embedder()
 
-    async def embed(self, inputs: Sequence[Text]) -> Embedded:
+    async def embed(self, inputs: Sequence[Text], name: str | None = None) -> Embedded:
         """Embed texts (or token-id lists) in the next batch; unit vectors, in order."""
-        embedder = await self.embedder()
-        results = await self._batcher.submit(inputs)
-        return Embedded(embedder.model_id, [vector for vector, _ in results], [count for _, count in results])
+        async with self._engine(name) as engine:
+            return Embedded(*await engine.embed(inputs))
 
     def stats(self) -> dict:
-        """Counters: batches run and texts embedded (no text)."""
-        return {"batches": self._batcher.batches, "texts": self._batcher.items, "queued": self._batcher.queued}
+        """Counters of the fixed embedder: batches run and texts embedded (no text)."""
+        return self._fixed.counters() if self._fixed is not None else {}
 
     def close(self) -> None:
-        self._batcher.close()
-
-
-def _embed_batch(embedder: Embedder, inputs: list[Text]) -> list[tuple[list[float], int]]:
-    """In the worker thread: decode token ids, count tokens, embed."""
-    texts = [item if isinstance(item, str) else embedder.detokenize(item) for item in inputs]
-    counts = embedder.count_tokens(texts)
-    vectors = embedder.embed(texts)
-    if len(vectors) != len(texts) or len(counts) != len(texts):
-        raise EngineError("The embedding model returned the wrong number of embeddings.")
-    return [(_float32(vector), count) for vector, count in zip(vectors, counts)]
+        if self._fixed is not None:  # the manager's models close with the manager
+            self._fixed.close_now()
 
 
 def _inputs(value: str | list) -> list[Text]:
@@ -148,14 +155,9 @@ def _check_token_ids(inputs: Sequence[Text], vocab_size: int) -> None:
                     )
 
 
-def _float32(vector: Sequence[float]) -> list[float]:
-    # What OpenAI sends: float32 values. Rounding here makes the float and base64 outputs equal.
-    return array("f", vector).tolist()
-
-
 def _unit(vector: Sequence[float]) -> list[float]:
     norm = math.sqrt(sum(v * v for v in vector))
-    return _float32([v / norm for v in vector]) if norm > 0.0 else _float32(vector)
+    return float32([v / norm for v in vector]) if norm > 0.0 else float32(vector)
 
 
 def _encode(vector: list[float], encoding_format: str) -> list[float] | str:

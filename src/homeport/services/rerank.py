@@ -22,12 +22,17 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 from homeport.engines.embeddings import Reranker, RerankerConfig, load_reranker, reranker_path
 from homeport.engines.runtime import MicroBatcher
 from homeport.errors import EngineError, InvalidRequestError
 from homeport.schemas.embeddings import RerankRequest
 from homeport.services.embeddings import MAX_INPUTS, EmbeddingService
 from homeport.services.ids import new_id
+
+if TYPE_CHECKING:
+    from homeport.services.model_manager import ModelManager
 
 
 @dataclass(frozen=True)
@@ -40,9 +45,24 @@ class Scored:
 
 
 class RerankService:
-    def __init__(self, embeddings: EmbeddingService, cross_encoder: CrossEncoderService | None = None) -> None:
+    """Fixed scorers (`cross_encoder`, else the embeddings' similarity), or with `models` the
+    manager's: the request's `model` names a rerank model (scored by it) or an embedding model
+    (similarity); none or an unknown name means the default rerank model when one is configured
+    (`--rerank-model`), else the default embedding model."""
+
+    def __init__(self, embeddings: EmbeddingService, cross_encoder: CrossEncoderService | None = None, *,
+                 models: ModelManager | None = None) -> None:
         self.embeddings = embeddings
-        self.cross_encoder = cross_encoder  # None: rank by embedding similarity
+        self._cross_encoder = cross_encoder
+        self._models = models
+
+    @property
+    def cross_encoder(self) -> CrossEncoderService | str | None:
+        """The default cross-encoder (its model id with the manager's models); None: rank by similarity."""
+        if self._models is not None:
+            default = self._models.defaults.get("rerank")
+            return default if isinstance(default, str) else None
+        return self._cross_encoder
 
     async def create(self, body: RerankRequest) -> dict:
         if not body.query:
@@ -54,10 +74,7 @@ class RerankService:
             raise InvalidRequestError(
                 f"'documents' may hold at most {MAX_INPUTS} items, got {len(documents)}.", param="documents"
             )
-        if self.cross_encoder is not None:
-            scored = await self.cross_encoder.score(body.query, documents)
-        else:
-            scored = await self._by_similarity(body.query, documents)
+        scored = await self._score(body.model, body.query, documents)
         ranked = sorted(enumerate(scored.scores), key=lambda pair: pair[1], reverse=True)  # stable: ties keep order
         results = []
         for index, score in ranked[: body.top_n]:
@@ -74,11 +91,25 @@ class RerankService:
         }
 
     def close(self) -> None:
-        if self.cross_encoder is not None:
-            self.cross_encoder.close()
+        if self._cross_encoder is not None:
+            self._cross_encoder.close()
 
-    async def _by_similarity(self, query: str, documents: list[str]) -> Scored:
-        embedded = await self.embeddings.embed([query, *documents])
+    async def _score(self, name: str | None, query: str, documents: list[str]) -> Scored:
+        if self._models is None:
+            if self._cross_encoder is not None:
+                return await self._cross_encoder.score(query, documents)
+            return await self._by_similarity(None, query, documents)
+        entry = await self._models.entry(name)
+        if entry is not None and entry.kind == "embedding":
+            return await self._by_similarity(name, query, documents)
+        if (entry is not None and entry.kind == "rerank") or self.cross_encoder is not None:
+            async with self._models.using(name, "rerank") as model:
+                model_id, scores, counts = await model.engine.score([(query, document) for document in documents])
+            return Scored(model_id, scores, sum(counts))
+        return await self._by_similarity(name, query, documents)
+
+    async def _by_similarity(self, name: str | None, query: str, documents: list[str]) -> Scored:
+        embedded = await self.embeddings.embed([query, *documents], name)
         query_vector, *vectors = embedded.vectors
         scores = [sum(q * d for q, d in zip(query_vector, vector)) for vector in vectors]
         return Scored(embedded.model_id, scores, embedded.total_tokens)

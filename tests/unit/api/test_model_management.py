@@ -72,11 +72,15 @@ async def test_the_library_lists_every_model_loaded_first(make, spec):
     client, _ = make()
     listing = (await client.http.get("/v1/models")).json()
     spec.validate("ListModelsResponse", listing)
-    ids = [m["id"] for m in listing["data"]]
+    ids = [m["id"] for m in listing["data"] if m["kind"] == "text"]
     assert ids == ["base", "alpha", "beta", "gamma", "hf-model"]  # split GGUF once, no projector
     assert listing["data"][0]["loaded"] is True and listing["data"][1]["loaded"] is False
     assert {m["id"]: m["format"] for m in listing["data"]}["hf-model"] == "transformers"
-    assert (await client.http.get("/v1/internal/model/list", headers=ADMIN)).json()["model_names"] == ids
+    assert "text_generation" in listing["data"][0]["capabilities"]
+    # Every kind is listed: the packaged embedding model too.
+    embedding = next(m for m in listing["data"] if m["id"] == "sentence-transformers/all-MiniLM-L6-v2")
+    assert (embedding["kind"], embedding["capabilities"], embedding["loaded"]) == ("embedding", ["embedding"], False)
+    assert (await client.http.get("/v1/internal/model/list", headers=ADMIN)).json()["model_names"] == ids  # the reference API's list: models to chat with
 
 
 async def test_the_request_model_picks_and_loads_the_model(make):

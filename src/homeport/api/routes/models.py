@@ -19,8 +19,10 @@ def _card(request: Request, entry: ModelEntry, loaded: LoadedModel | None) -> di
         "loaded": loaded is not None,
         "format": entry.format,
         "size_bytes": entry.size_bytes,
+        "kind": entry.kind,
+        "capabilities": list(entry.capabilities),  # e.g. text_generation, embedding, rerank; [] = none served yet
     }
-    if loaded is not None:
+    if loaded is not None and loaded.engine.info.context_length:
         card["context_length"] = loaded.engine.info.context_length
         card["loader"] = loaded.engine.info.loader
     return card
@@ -28,7 +30,7 @@ def _card(request: Request, entry: ModelEntry, loaded: LoadedModel | None) -> di
 
 @router.get("/v1/models", summary="Every available model, loaded ones first")
 async def list_models(request: Request) -> dict:
-    listing = services(request).models.listing()
+    listing = await services(request).models.alisting()
     return {"object": "list", "data": [_card(request, entry, loaded) for entry, loaded in listing]}
 
 
@@ -36,7 +38,7 @@ async def list_models(request: Request) -> dict:
 async def retrieve_model(model_id: str, request: Request) -> dict:
     models = services(request).models
     wanted = models.aliases.get(model_id, model_id)
-    for entry, loaded in models.listing():
+    for entry, loaded in await models.alisting():
         if wanted == entry.id:
             return _card(request, entry, loaded)
     raise ModelNotFoundError(f"The model '{model_id}' does not exist", param="model")

@@ -18,9 +18,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from homeport.engines.embeddings.backends import CROSS_ENCODER, GGUF_EMBEDDINGS, SENTENCE_TRANSFORMERS
 from homeport.engines.embeddings.base import Embedder, EmbedderUnavailableError, Reranker
 from homeport.engines.embeddings.fake import FakeEmbedder
 from homeport.errors import StartupError
+from homeport.registry import register
+
+for _backend in (SENTENCE_TRANSFORMERS, GGUF_EMBEDDINGS, CROSS_ENCODER):
+    register(_backend)
 
 __all__ = [
     "DEFAULT_MODEL_ID",
@@ -31,7 +36,9 @@ __all__ = [
     "Reranker",
     "RerankerConfig",
     "load_embedder",
+    "embedding_entry",
     "load_reranker",
+    "reranker_entry",
     "reranker_path",
 ]
 
@@ -80,6 +87,50 @@ def load_embedder(config: EmbedderConfig) -> Embedder:
     raise EmbedderUnavailableError(
         f"embedding model {config.model} is neither a .gguf file nor a sentence-transformers directory"
     )
+
+
+def embedding_entry(config: EmbedderConfig):
+    """The configured default embedding model as a model-library entry (what `load_embedder` would
+    load, with the id it reports). Raises `EmbedderUnavailableError` (503) when there is none."""
+    from homeport.model_paths import ModelEntry
+
+    path = _local(config)
+    if path is None:
+        if config.model is None or config.model.lower() in _DEFAULT_ALIASES:
+            folder = _default_model_path()
+            return ModelEntry(DEFAULT_MODEL_ID, folder, "sentence-transformers", _size(folder), "embedding",
+                              "sentence-transformers")
+        raise EmbedderUnavailableError(
+            f"embedding model not found: {config.model} (looked for a path, and in {config.model_dir})"
+        )
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1 and not (path / "modules.json").is_file() and not (path / "config.json").is_file():
+            path = ggufs[0]
+    if path.is_file() and path.suffix == ".gguf":
+        return ModelEntry(path.stem, path, "gguf", _size(path), "embedding", "llama.cpp-embedding")
+    if path.is_dir():
+        given_as_path = Path(str(config.model)).expanduser().exists()
+        return ModelEntry(path.name if given_as_path else str(config.model), path, "sentence-transformers",
+                          _size(path), "embedding", "sentence-transformers")
+    raise EmbedderUnavailableError(
+        f"embedding model {config.model} is neither a .gguf file nor a sentence-transformers directory"
+    )
+
+
+def reranker_entry(config: RerankerConfig):
+    """The configured cross-encoder as a model-library entry; a `StartupError` for a bad folder."""
+    from homeport.model_paths import ModelEntry
+
+    path = reranker_path(config)
+    model_id = path.name if Path(config.model).expanduser().exists() else config.model
+    return ModelEntry(model_id, path, "cross-encoder", _size(path), "rerank", "cross-encoder")
+
+
+def _size(path: Path) -> int:
+    if path.is_file():
+        return path.stat().st_size
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,11 @@ torch behind the same `TextEngine` protocol as GGUF models.
 Importing this package does not import torch: `load_transformers_engine` does, when a model loads.
 """
 
+from homeport.engines.transformers.backend import BACKEND
 from homeport.engines.transformers.loader import check_transformers_folder, load_transformers_engine
 from homeport.engines.transformers.support import TRANSFORMERS_LOAD_ARGS, unsupported_sampling
+from homeport.registry import register
+
+register(BACKEND)
 
 __all__ = ["TRANSFORMERS_LOAD_ARGS", "check_transformers_folder", "load_transformers_engine", "unsupported_sampling"]

@@ -4,16 +4,20 @@ services layer asks these before a request runs, so nothing is silently dropped.
 from __future__ import annotations
 
 from homeport.engines.base import SamplingParams
+from homeport.registry import LoadArg
 
-# name → (type, what it means), as model_loading.LOAD_ARGS. No trust_remote_code: code shipped in
-# a model folder is never run.
-TRANSFORMERS_LOAD_ARGS: dict[str, tuple[type, str]] = {
-    "ctx_size": (int, "context length in tokens per request (0 = the model's, at most 8192)"),
-    "threads": (int, "torch CPU threads (0 = torch's default)"),
-    "parallel": (int, "generations decoded together, one step each in turn (default 4)"),
-    "dtype": (str, "weights dtype: auto (float32 on CPU, the model's on CUDA), float32, bfloat16 or float16"),
-    "device": (str, "cpu, cuda or auto (cuda when torch sees a GPU)"),
-}
+# No trust_remote_code: code shipped in a model folder is never run.
+LOAD_ARGS: tuple[LoadArg, ...] = (
+    LoadArg("ctx_size", int, "context length in tokens per request (0 = the model's, at most 8192)",
+            setting="ctx_size"),
+    LoadArg("threads", int, "torch CPU threads (0 = torch's default)", setting="threads"),
+    LoadArg("parallel", int, "generations decoded together, one step each in turn (default 4)", default=4),
+    LoadArg("dtype", str, "weights dtype: auto (float32 on CPU, the model's on CUDA), float32, bfloat16 or float16",
+            default="auto"),
+    LoadArg("device", str, "cpu, cuda or auto (cuda when torch sees a GPU)", default="auto"),
+)
+# name → (type, what it means), derived from LOAD_ARGS (kept for callers of the old table)
+TRANSFORMERS_LOAD_ARGS: dict[str, tuple[type, str]] = {arg.name: (arg.type, arg.help) for arg in LOAD_ARGS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 DEFAULT_PARALLEL = 4
