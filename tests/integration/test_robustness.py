@@ -50,9 +50,12 @@ def test_api_key_is_enforced(server, spec):
 
 
 def test_models_and_docs(server, client):
-    models = client.models.list().data
-    # the loaded model first, then the other packaged model (listed, loaded on demand)
+    listed = client.models.list().data
+    # text models: the loaded one first, then the other packaged model (listed, loaded on demand)
+    models = [m for m in listed if m.model_extra["kind"] == "text"]
     assert [m.id for m in models] == [GEMMA_MODEL_ID, SMOLLM2_MODEL_ID]
+    embedding = [m for m in listed if m.model_extra["kind"] == "embedding"]
+    assert [m.model_extra["capabilities"] for m in embedding] == [["embedding"]]
     assert client.models.retrieve(models[0].id).id == models[0].id
     with server.http() as http:
         assert http.get("/docs").status_code == 200

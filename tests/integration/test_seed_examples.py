@@ -359,8 +359,9 @@ def spec() -> SpecValidator:
 
 @pytest.fixture(scope="module")
 def seed_server(tmp_path_factory) -> Iterator[RunningServer]:
-    """As the document starts it: `--api`, nothing else; the default models."""
-    running = start_server(tmp_path_factory.mktemp("seed"), "--api", model=None)
+    """As the document starts it: `--api`; the default models. A 2,048-token context bounds the
+    sampled replies that ramble on (they end at the context instead of 8,192 tokens later)."""
+    running = start_server(tmp_path_factory.mktemp("seed"), "--api", "--ctx-size", "2048", model=None)
     yield running
     stop_server(running)
 
@@ -374,14 +375,22 @@ def test_completions(seed_server, spec):
 
 
 @pytest.mark.parametrize("example", [CHAT, CHARACTER], ids=["chat", "character"])
-def test_chat_ends_with_a_short_reply(seed_server, spec, example):
+def test_chat(seed_server, spec, example):
     body = json.loads(curl(seed_server, example))
     spec.validate("CreateChatCompletionResponse", body)
     assert body["model"] == SMOLLM2_MODEL_ID
     choice = body["choices"][0]
     assert choice["message"]["content"].strip()
-    # An instruction-following default model ends its turn on its own (no max_tokens was sent).
-    assert choice["finish_reason"] == "stop" and body["usage"]["completion_tokens"] < 1000
+    # Sampled at 0.6, a 135M model sometimes rambles on (about 1 in 5 character replies, measured):
+    # then the context ends it. Whether it ends its turns is checked greedily below.
+    assert choice["finish_reason"] in ("stop", "length")
+
+
+@pytest.mark.parametrize("example", [CHAT, CHARACTER], ids=["chat", "character"])
+def test_the_default_model_ends_its_turn(seed_server, example):
+    greedy = example.replace('"temperature": 0.6', '"temperature": 0')
+    body = json.loads(curl(seed_server, greedy))
+    assert body["choices"][0]["finish_reason"] == "stop" and body["usage"]["completion_tokens"] < 200
 
 
 def test_sse_streaming(seed_server, spec):
@@ -410,7 +419,8 @@ def test_model_list(seed_server):
 def test_tool_calling_example(seed_server, spec):
     body = json.loads(curl(seed_server, TOOLS))
     spec.validate("CreateChatCompletionResponse", body)
-    assert body["choices"][0]["finish_reason"] in ("stop", "tool_calls")
+    # SmolLM2's template shows no tools, so it answers in text (issue 17), sampled: it may ramble on.
+    assert body["choices"][0]["finish_reason"] in ("stop", "tool_calls", "length")
 
 
 def test_python_chat_loop(seed_server, tmp_path):
@@ -475,7 +485,8 @@ def test_model_load(seed_server):
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("seed-key"), "--api", "--api-key", "yourPassword123", model=None)
+    running = start_server(tmp_path_factory.mktemp("seed-key"), "--api", "--api-key", "yourPassword123", "--ctx-size", "2048",
+                           model=None)
     yield running
     stop_server(running)
 

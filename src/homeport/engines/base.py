@@ -165,7 +165,7 @@ class TextEngine(Protocol):
     def media_marker(self) -> str | None: ...  # the text marking an image in a prompt; None: no images
 
     def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> PromptMedia: ...
-    # blocking (decodes and encodes the images): call it off the event loop; raises InvalidRequestError
+    # blocking (decodes and encodes the images): call it off the event loop; raises EngineInputError
 
     def fim_tokens(self) -> tuple[int, int, int] | None: ...  # (prefix, suffix, middle) if the model does FIM
 

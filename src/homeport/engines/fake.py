@@ -25,7 +25,7 @@ from homeport.engines.base import (
 )
 from homeport.engines.runtime.generation import GenerationCounters
 from homeport.engines.text import IncrementalUtf8
-from homeport.errors import EngineError, InvalidRequestError
+from homeport.errors import EngineError, EngineInputError
 
 BOS_ID = 1
 EOS_ID = 2
@@ -124,12 +124,12 @@ class FakeEngine:
     def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> FakeMedia:
         pieces = text.split(IMAGE_MARKER)
         if not self.vision or len(pieces) != len(images) + 1:
-            raise InvalidRequestError("the images do not match the prompt's markers", param="messages")
+            raise EngineInputError("the images do not match the prompt's markers")
         tokens = self.tokenize(pieces[0], add_special=add_special)
         segments = []
         for image, piece in zip(images, pieces[1:]):
             if not image.startswith(b"\x89PNG"):
-                raise InvalidRequestError("an image could not be decoded", param="messages")
+                raise EngineInputError("an image could not be decoded")
             segments.append(FakeSpan(len(tokens), IMAGE_TOKENS, image))
             tokens += [-(zlib.crc32(image) % 1000) - 2] * IMAGE_TOKENS
             tokens += self.tokenize(piece, add_special=False)

@@ -54,6 +54,7 @@ class LoadArg:
     setting: str | None = None  # the Settings field that gives its start-up value
     flag: Flag | None = None
     signed: bool = False  # ints: negative values allowed (-1 = all)
+    minimum: float | None = None  # the smallest value (e.g. 1, or -1 with signed)
     between: tuple[float, float] | None = None  # inclusive range
     choices: tuple[str, ...] | None = None
     invalid: str | None = None  # the message for a value outside `between` / `choices`
@@ -76,6 +77,8 @@ class LoadArg:
             raise InvalidRequestError(self.invalid or f"{name} must be one of {', '.join(self.choices)}", param=param)
         if kind is int and not self.signed and value < 0:
             raise InvalidRequestError(f"load argument {name!r} must not be negative", param=param)
+        if self.minimum is not None and value < self.minimum:
+            raise InvalidRequestError(f"load argument {name!r} must be at least {self.minimum:g}", param=param)
         if self.between is not None and not self.between[0] <= value <= self.between[1]:
             low, high = self.between
             raise InvalidRequestError(self.invalid or f"load argument {name!r} must be between {low:g} and {high:g}",
@@ -193,6 +196,19 @@ def capabilities_of(name: str) -> tuple[str, ...]:
 
 
 # ---- load arguments ------------------------------------------------------------------------------
+
+
+def setting_knobs() -> dict[str, LoadArg]:
+    """The load arguments whose start-up value is a Settings field of their own name (`--ctx-size`,
+    `ctx_size:` in settings.yaml): `homeport.settings` makes each one a field, with its type, range
+    and default from this declaration. Where backends share a knob, the one with the flag declares it."""
+    knobs: dict[str, LoadArg] = {}
+    for candidate in backends():
+        for arg in candidate.load_args:
+            if arg.setting == arg.name and (arg.name not in knobs or (arg.flag and not knobs[arg.name].flag)):
+                knobs[arg.name] = arg
+    return knobs
+
 
 # Known to the reference API, not available in homeport yet: refused, never silently dropped.
 NOT_YET = {

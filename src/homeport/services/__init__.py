@@ -1,1 +1,3 @@
-"""Between the wire and the engines: prompts, sampling parameters, generation, responses, usage."""
+"""Between the wire and the engines, one package per capability (`text/`, `embeddings/`), beside the
+model manager, the LoRA service, the container that wires them and the small shared helpers
+(`ids`, `reply`)."""

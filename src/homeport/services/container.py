@@ -9,17 +9,18 @@ from homeport.engines.base import TextEngine
 from homeport.engines.embeddings import EmbedderConfig, RerankerConfig, embedding_entry, reranker_entry
 from homeport.errors import HomeportError, InvalidRequestError
 from homeport.model_paths import ModelEntry, ModelLibrary
-from homeport.services.chat import ChatService
-from homeport.services.completions import CompletionService
-from homeport.services.embeddings import EmbeddingService
-from homeport.services.internal import InternalService
+from homeport.services.text.chat import ChatService
+from homeport.services.text.completions import CompletionService
+from homeport.services.embeddings.embeddings import EmbeddingService
+from homeport.services.text.internal import InternalService
+from homeport.services.lora import LoraService
 from homeport.services.model_manager import EngineLoader, ModelManager
-from homeport.services.moderations import ModerationService
-from homeport.services.presets import PresetLibrary
-from homeport.services.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
-from homeport.services.prompts import instruction_templates
-from homeport.services.prompts.media_policy import MediaPolicy
-from homeport.services.rerank import RerankService
+from homeport.services.embeddings.moderations import ModerationService
+from homeport.services.text.presets import PresetLibrary
+from homeport.services.text.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
+from homeport.services.text.prompts import instruction_templates
+from homeport.services.text.prompts.media_policy import MediaPolicy
+from homeport.services.embeddings.rerank import RerankService
 from homeport.settings import Settings
 
 USER_TEMPLATE_TABLE = "chat_templates.yaml"
@@ -43,6 +44,7 @@ class Services:
     embeddings: EmbeddingService
     moderations: ModerationService
     rerank: RerankService
+    loras: LoraService
 
     @classmethod
     def build(
@@ -119,6 +121,7 @@ class Services:
             embeddings=embeddings,
             moderations=ModerationService(embeddings, threshold=settings.moderation_threshold),
             rerank=RerankService(embeddings, models=models),
+            loras=LoraService(models, settings.user_data_dir),
         )
 
 

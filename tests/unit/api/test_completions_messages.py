@@ -126,6 +126,13 @@ async def test_refused_requests_are_400s_naming_the_field(make_client, engine, s
     assert engine.requests == []
 
 
+async def test_an_image_the_engine_refuses_names_the_messages(make_client, engine):
+    client = make_client(engine)
+    response = await client.http.post(COMPLETIONS, json=seed_example(data_url(GRADIENT), data_url(b"GIF89a nope")))
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["param"] == "messages" and "could not be decoded" in error["message"]
+
+
 async def test_a_model_without_vision_gives_chats_400(make_client):
     client = make_client(FakeEngine())
     response = await client.http.post(COMPLETIONS, json=seed_example(data_url(GRADIENT), data_url(CHECKS)))

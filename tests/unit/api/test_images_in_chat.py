@@ -100,6 +100,15 @@ async def test_an_undecodable_image_is_a_400(make_client, engine):
     assert response.status_code == 400 and "could not be decoded" in response.json()["error"]["message"]
 
 
+async def test_an_image_the_engine_refuses_names_the_messages(make_client, engine):
+    # the engine's error names no field (engines do not know the wire format); the chat service adds it
+    client = make_client(engine)
+    response = await client.http.post(CHAT, json={"messages": [user("x", image(data_url(b"GIF89a nope")))]})
+    error = response.json()["error"]
+    assert response.status_code == 400 and error["type"] == "invalid_request_error"
+    assert error["param"] == "messages" and error["message"] == "an image could not be decoded"
+
+
 async def test_reserved_characters_cannot_forge_an_image(make_client, engine):
     client = make_client(engine)
     response = await client.http.post(CHAT, json={"messages": [{"role": "user", "content": "\ue000image:7\ue001"}]})

@@ -25,28 +25,33 @@ router = APIRouter(prefix="/v1/internal", tags=["internal"])
 admin_router = APIRouter(prefix="/v1/internal", tags=["internal"], dependencies=[Depends(require_admin_key)])
 
 
-async def _model(request: Request, name: str | None):
-    return (await services(request).models.get(name)).services.internal
+def _pinned(request: Request, name: str | None):
+    """The named text model, pinned for the call: an eviction never pulls it from under a request."""
+    return services(request).models.using(name, "text_generation")
 
 
 @router.post("/encode", summary="Text → token ids (of the request's `model`, or the default one)")
 async def encode(body: EncodeRequest, request: Request) -> dict:
-    return await (await _model(request, body.model)).encode(body.text)
+    async with _pinned(request, body.model) as model:
+        return await model.services.internal.encode(body.text)
 
 
 @router.post("/decode", summary="Token ids → text")
 async def decode(body: DecodeRequest, request: Request) -> dict:
-    return await (await _model(request, body.model)).decode(body.tokens)
+    async with _pinned(request, body.model) as model:
+        return await model.services.internal.decode(body.tokens)
 
 
 @router.post("/token-count", summary="How many tokens a text is")
 async def token_count(body: EncodeRequest, request: Request) -> dict:
-    return await (await _model(request, body.model)).count(body.text)
+    async with _pinned(request, body.model) as model:
+        return await model.services.internal.count(body.text)
 
 
 @router.post("/logits", summary="Next-token probabilities, before or after the samplers")
 async def logits(body: LogitsRequest, request: Request) -> dict[str, float]:
-    return await (await _model(request, body.model)).logits(body)
+    async with _pinned(request, body.model) as model:
+        return await model.services.internal.logits(body)
 
 
 @router.post("/stop-generation", summary="Stop every generation, or with {\"id\": ...} the one of that response")

@@ -12,5 +12,5 @@ router = APIRouter(prefix="/v1/internal", tags=["internal"])
 
 @router.post("/chat-prompt", summary="The prompt text a chat completion request renders to (untruncated)")
 async def chat_prompt(body: ChatCompletionRequest, request: Request) -> dict:
-    model = await services(request).models.get(body.model)
-    return await model.services.prompts.chat_prompt(body)
+    async with services(request).models.using(body.model, "text_generation") as model:
+        return await model.services.prompts.chat_prompt(body)

@@ -28,7 +28,7 @@ from homeport.engines.llama_cpp.scheduler import Scheduler
 from homeport.engines.llama_cpp.speculative import DraftModel, DraftModelConfig, Drafter, NgramDrafter
 from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
 from homeport.engines.runtime import RuntimeEngine
-from homeport.errors import EngineError, InvalidRequestError, StartupError, UnsupportedParameterError
+from homeport.errors import EngineError, EngineInputError, StartupError, UnsupportedInputError
 
 log = logging.getLogger(__name__)
 
@@ -289,17 +289,17 @@ class LlamaCppEngine(RuntimeEngine):
         images are encoded here, on the caller's thread, so the engine thread only decodes their
         embeddings and running generations do not wait for the encoder."""
         if self._vision is None:
-            raise UnsupportedParameterError(f"the model {self.info.model_id} does not accept images", param="messages")
+            raise UnsupportedInputError(f"the model {self.info.model_id} does not accept images")
         media = self._vision.tokenize(text, images, add_special=add_special, parse_special=True)
         if media.segments and media.segments[-1].start + media.segments[-1].length >= len(media.tokens):
             media.close()
-            raise InvalidRequestError("a prompt cannot end with an image", param="messages")
+            raise EngineInputError("a prompt cannot end with an image")
         for segment in media.segments:
             if self._vision.non_causal and segment.length > self._scheduler.max_image_tokens:
                 media.close()
-                raise InvalidRequestError(
+                raise EngineInputError(
                     f"an image takes {segment.length} tokens, more than this model's --ubatch-size "
-                    f"({self._scheduler.max_image_tokens}) allows", param="messages",
+                    f"({self._scheduler.max_image_tokens}) allows"
                 )
         media.embeddings = [self._vision.encode(segment) for segment in media.segments]
         return media

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from homeport.errors import EngineError, InvalidRequestError
+from homeport.errors import EngineError, EngineInputError
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,9 @@ def _load(model: llama_cpp.llama_model_p, path: Path) -> llama_cpp.llama_adapter
     if not handle:
         # llama.cpp says why only in its own log (silent unless --verbose).
         log.warning("llama.cpp refused the LoRA adapter %s", path.name)
-        raise InvalidRequestError(
+        raise EngineInputError(
             f"cannot load the LoRA '{path.stem}': {path.name} is not a LoRA adapter (GGUF) for this model's "
             "architecture and tensor shapes",
-            param="lora_names",
             code="lora_load_failed",
         )
     return handle

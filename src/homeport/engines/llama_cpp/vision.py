@@ -36,7 +36,7 @@ import llama_cpp
 import numpy as np
 from llama_cpp import mtmd_cpp as mtmd
 
-from homeport.errors import EngineError, InvalidRequestError, StartupError
+from homeport.errors import EngineError, EngineInputError, StartupError
 
 # mtmd's log (loading chatter; debug lines that quote prompt text) stays silent unless debug
 # output was asked for: request text must never reach a log.
@@ -161,9 +161,7 @@ class VisionProjector:
         ctx = self._live_ctx()
         n_markers = text.count(self.marker)
         if n_markers != len(images):
-            raise InvalidRequestError(
-                f"the prompt marks {n_markers} image(s) but {len(images)} image(s) were sent", param="messages"
-            )
+            raise EngineInputError(f"the prompt marks {n_markers} image(s) but {len(images)} image(s) were sent")
         bitmaps = (ctypes.c_void_p * max(1, len(images)))()
         chunks = None
         try:
@@ -174,7 +172,7 @@ class VisionProjector:
             inp = mtmd.mtmd_input_text(encoded, len(encoded), add_special, parse_special)
             rc = mtmd.mtmd_tokenize(ctx, chunks, ctypes.byref(inp), bitmaps, len(images))
             if rc != 0:
-                raise InvalidRequestError("the images could not be prepared for this model", param="messages")
+                raise EngineInputError("the images could not be prepared for this model")
             return _media_prompt(chunks)
         finally:
             if chunks is not None:
@@ -251,7 +249,7 @@ class VisionProjector:
         """Decodes one encoded image file into an mtmd bitmap with the id "<SHA-256 of the
         bytes>/<index>": mtmd passes it on to each image chunk the bitmap becomes."""
         if not data:
-            raise InvalidRequestError(f"image {index} is empty", param="messages")
+            raise EngineInputError(f"image {index} is empty")
         opt = mtmd.mtmd_helper_init_opt_default()
         opt.video_params.ffmpeg_bin_dir = _NO_FFMPEG_DIR
         buf = ctypes.cast(ctypes.c_char_p(data), ctypes.POINTER(ctypes.c_uint8))
@@ -263,9 +261,7 @@ class VisionProjector:
             mtmd.mtmd_bitmap_free(bitmap)
             bitmap = None
         if not bitmap:
-            raise InvalidRequestError(
-                f"image {index} could not be decoded (expected a PNG, JPEG, GIF or BMP file)", param="messages"
-            )
+            raise EngineInputError(f"image {index} could not be decoded (expected a PNG, JPEG, GIF or BMP file)")
         mtmd.mtmd_bitmap_set_id(bitmap, f"{hashlib.sha256(data).hexdigest()}/{index}".encode())
         return bitmap
 

@@ -20,7 +20,7 @@ from homeport.engines.runtime import RuntimeEngine
 from homeport.engines.transformers.scheduler import Scheduler
 from homeport.engines.transformers.support import DEFAULT_PARALLEL, GRAMMAR_UNSUPPORTED, unsupported_sampling
 from homeport.engines.transformers.tokens import Tokens
-from homeport.errors import UnsupportedParameterError
+from homeport.errors import UnsupportedInputError, UnsupportedParameterError
 
 PREFILL_CHUNK = 256  # prompt tokens per step: a long prompt yields to the other requests between chunks
 
@@ -111,7 +111,7 @@ class TransformersEngine(RuntimeEngine):
         return None  # image inputs: GGUF models with an mmproj only, for now
 
     def tokenize_media(self, text: str, images: Sequence[bytes], *, add_special: bool = True) -> NoReturn:
-        raise UnsupportedParameterError("image inputs are not supported by the transformers engine yet", param="messages")
+        raise UnsupportedInputError("image inputs are not supported by the transformers engine yet")
 
     def unsupported_sampling(self, params: SamplingParams) -> list[str]:
         """Sampling parameters set to a value this engine cannot apply (it treats them as neutral)."""

@@ -1,0 +1,1 @@
+"""Vector services on embedding and rerank models: embeddings, rerank and moderations."""

@@ -1,0 +1,196 @@
+"""`/v1/chat/completions`: messages → the model's prompt → an assistant message (streamed or whole)."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from dataclasses import dataclass
+
+from homeport.engines.base import PromptMedia, TextEngine
+from homeport.errors import InvalidRequestError
+from homeport.schemas.chat import ChatCompletionRequest
+from homeport.services.engine_input import engine_input_from
+from homeport.services.ids import new_id, now
+from homeport.services.reply import Reply
+from homeport.services.text import generation
+from homeport.services.text.chat_output import DeltaAssembler, assemble_message, finish_reason_for, parser_for_plan
+from homeport.services.text.generation import PreparedGeneration, Usage, debug_log
+from homeport.services.text.logprobs import LogprobFormatter
+from homeport.services.text.presets import PresetLibrary
+from homeport.services.text.prompts import BuiltPrompt, ChatPromptService, images
+from homeport.services.text.prompts.media_policy import OFFLINE, MediaPolicy
+from homeport.services.text.sampling import Sampling, build_sampling
+from homeport.services.text.streams import merge
+from homeport.services.text.tool_calls import ToolCallParser, parser_for
+from homeport.services.text.tool_use import ToolPlan, plan_tools
+
+
+class ChatService:
+    def __init__(
+        self,
+        engine: TextEngine,
+        prompts: ChatPromptService,
+        presets: PresetLibrary,
+        *,
+        debug: bool = False,
+        max_queue: int = 256,
+        media: MediaPolicy = OFFLINE,
+    ) -> None:
+        self.engine = engine
+        self.prompts = prompts
+        self.presets = presets
+        self.debug = debug
+        self.max_queue = max_queue
+        self.media = media  # whether image URLs are fetched (--allow-remote-media), and from where
+
+    async def create(self, request: ChatCompletionRequest) -> Reply:
+        request = self.presets.apply(request)
+        if request.top_logprobs is not None and not request.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
+        plan = plan_tools(request)
+        generation.check_capacity(self.engine, self.max_queue)
+        response_id = new_id("chatcmpl")
+        built = await self._build_prompt(request, plan)
+        prompt = built.text
+        if self.debug:
+            debug_log.info("chat prompt: %r", prompt)
+        tokens, media = await self._prompt_tokens(request, prompt)
+        sampling = self._sampling(request, plan)
+        prepared = generation.prepare(
+            self.engine,
+            request,
+            tokens,
+            max_tokens=request.token_limit(),
+            stops=[*built.stops, *request.stop_strings()],
+            param="messages",
+            request_id=response_id,
+            sampling=sampling,
+            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            render_special=bool(plan and plan.parses_calls) or "<|channel|>" in built.template_source,
+            media=media,
+        )
+        choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
+        formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
+        model_parser = parser_for(built.template_source, self.engine.info.model_id)
+        output = _Output(
+            starts_in_reasoning=built.starts_in_reasoning, plan=plan, parser=parser_for_plan(plan, model_parser)
+        )
+        if request.stream:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return Reply(self._stream(response_id, choices, formatter, output, include_usage), sampling.headers())
+        return Reply(await self._complete(response_id, choices, formatter, output), sampling.headers())
+
+    async def _build_prompt(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> BuiltPrompt:
+        """The prompt, with the oldest turns dropped when the history does not fit the context
+        (less the room asked for the reply). Rendering and counting tokens is CPU work: in a thread."""
+        limit = generation.context_limit(self.engine, request)
+        budget = limit - (request.token_limit() or 1)
+        tools = list(plan.tools) if plan and plan.parses_calls else None
+
+        def count(text: str) -> int:
+            return len(self.engine.tokenize(text, add_special=False))
+
+        return await asyncio.to_thread(self.prompts.build, request, tools=tools, count_tokens=count, budget=budget)
+
+    async def _prompt_tokens(self, request: ChatCompletionRequest, prompt: str) -> tuple[list[int], PromptMedia | None]:
+        """The prompt's tokens, and its images when it kept any (their bytes decoded or fetched and
+        their placeholders laid out by the engine, off the event loop)."""
+        # A template that writes the BOS token itself must not get a second one from the tokenizer.
+        bos = self.engine.info.bos_token
+        add_special = not (bos and prompt.startswith(bos))
+        if not images.has_slots(prompt):
+            return await generation.tokenize(self.engine, prompt, add_special=add_special), None
+        refs = images.image_refs(request.messages)
+        images.vision_marker(self.engine, refs)  # a model without vision: a 400 before anything is fetched
+        with engine_input_from("messages"):
+            media = await asyncio.to_thread(
+                images.tokenize_with_images, self.engine, prompt, refs, self.media, add_special=add_special
+            )
+        return media.tokens, media
+
+    def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
+        sampling = build_sampling(request, self.engine)
+        forced = plan.grammar() if plan else None
+        if forced is None:
+            return sampling
+        if sampling.params.grammar is not None:
+            raise InvalidRequestError(
+                "a forced tool_choice cannot be combined with response_format or grammar_string", param="tool_choice"
+            )
+        problem = self.engine.check_grammar(forced)
+        if problem:
+            raise InvalidRequestError(f"a tool's parameters cannot be enforced: {problem}", param="tools")
+        return dataclasses.replace(sampling, params=dataclasses.replace(sampling.params, grammar=forced))
+
+    def _envelope(self, response_id: str, created: int, obj: str) -> dict:
+        return {"id": response_id, "object": obj, "created": created, "model": self.engine.info.model_id}
+
+    async def _complete(
+        self, response_id: str, choices: list[PreparedGeneration], formatter: LogprobFormatter | None, output: _Output
+    ) -> dict:
+        usage = Usage()
+        async with asyncio.TaskGroup() as tasks:
+            running = [tasks.create_task(generation.collect(self.engine, c, usage)) for c in choices]
+        bodies = []
+        for index, task in enumerate(running):
+            result = task.result()
+            if self.debug:
+                debug_log.info("chat output: %r", result.text)
+            message, called = assemble_message(
+                result.text, starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser
+            )
+            logprobs = formatter.chat(result.tokens) if formatter else None
+            finish_reason = finish_reason_for(called, output.plan, result.finish_reason)
+            bodies.append({"index": index, "message": message, "logprobs": logprobs, "finish_reason": finish_reason})
+        return {**self._envelope(response_id, now(), "chat.completion"), "choices": bodies, "usage": usage.to_dict()}
+
+    async def _stream(
+        self,
+        response_id: str,
+        choices: list[PreparedGeneration],
+        formatter: LogprobFormatter | None,
+        output: _Output,
+        include_usage: bool,
+    ) -> AsyncIterator[dict]:
+        envelope = self._envelope(response_id, now(), "chat.completion.chunk")
+        extra = {"usage": None} if include_usage else {}
+
+        def chunk(index: int, delta: dict, finish_reason: str | None, logprobs: dict | None = None) -> dict:
+            choice = {"index": index, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+            return {**envelope, "choices": [choice], **extra}
+
+        for index in range(len(choices)):
+            yield chunk(index, {"role": "assistant", "content": "", "refusal": None}, None)
+        usage = Usage()
+        assemblers = [
+            DeltaAssembler(starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser)
+            for _ in choices
+        ]
+        streams = [generation.run(self.engine, c, usage) for c in choices]
+        async with aclosing(merge(streams)) as deltas:
+            async for index, delta in deltas:
+                assembler = assemblers[index]
+                logprobs = formatter.chat(delta.tokens) if formatter and delta.tokens else None
+                parts = assembler.feed(delta.text)
+                if delta.finish_reason is not None:
+                    parts += assembler.finish()
+                if logprobs and not parts:
+                    parts = [{"content": ""}]
+                for i, part in enumerate(parts):
+                    yield chunk(index, part, None, logprobs if i == 0 else None)
+                if delta.finish_reason is not None:
+                    finish = finish_reason_for(assembler.called_tools, output.plan, delta.finish_reason)
+                    yield chunk(index, {}, finish)
+        if include_usage:
+            yield {**envelope, "choices": [], "usage": usage.to_dict()}
+
+
+@dataclass(frozen=True)
+class _Output:
+    """How a request's raw output becomes messages: reasoning split, and which calls to look for."""
+
+    starts_in_reasoning: bool
+    plan: ToolPlan | None
+    parser: ToolCallParser | None
