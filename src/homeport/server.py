@@ -49,8 +49,8 @@ def serve(settings: Settings) -> int:
     log = logging.getLogger("homeport")
 
     from homeport.app import create_app
-    from homeport.model_loading import LibraryLoader, load_engine
-    from homeport.model_paths import ModelLibrary, packaged_models, resolve_model
+    from homeport.registry.loading import LibraryLoader, load_engine
+    from homeport.registry.library import ModelLibrary, packaged_models, resolve_model
     from homeport.tunnel import Tunnel, find_cloudflared
 
     cloudflared = find_cloudflared(settings) if settings.public_api else None

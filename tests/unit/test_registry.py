@@ -12,7 +12,7 @@ from homeport.cli import build_parser
 from homeport.engines.embeddings import FakeEmbedder
 from homeport.engines.embeddings.engine import EmbeddingEngine
 from homeport.engines.fake import FakeEngine
-from homeport.model_paths import ModelLibrary
+from homeport.registry.library import ModelLibrary
 from homeport.settings import Settings
 
 
@@ -89,8 +89,8 @@ def test_cli_flags_and_settings_come_from_the_load_arg_declarations():
 
 
 def test_start_up_imports_no_torch():
-    code = ("import sys, homeport.server, homeport.app, homeport.model_loading, homeport.registry as r; "
-            "r.backends(); from homeport.model_paths import ModelLibrary; "
+    code = ("import sys, homeport.server, homeport.app, homeport.registry.loading, homeport.registry as r; "
+            "r.backends(); from homeport.registry.library import ModelLibrary; "
             "print('torch' in sys.modules, 'sentence_transformers' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from homeport.errors import InvalidRequestError, UnsupportedParameterError
 
 if TYPE_CHECKING:
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
     from homeport.settings import Settings
 
 # Model kinds. Text, embedding and rerank have backends; the other three are recognised only.

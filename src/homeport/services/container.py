@@ -8,13 +8,13 @@ from pathlib import Path
 from homeport.engines.base import TextEngine
 from homeport.engines.embeddings import EmbedderConfig, RerankerConfig, embedding_entry, reranker_entry
 from homeport.errors import HomeportError, InvalidRequestError
-from homeport.model_paths import ModelEntry, ModelLibrary
+from homeport.registry.library import ModelEntry, ModelLibrary
 from homeport.services.text.chat import ChatService
 from homeport.services.text.completions import CompletionService
 from homeport.services.embeddings.embeddings import EmbeddingService
 from homeport.services.text.internal import InternalService
 from homeport.services.lora import LoraService
-from homeport.services.model_manager import EngineLoader, ModelManager
+from homeport.registry.manager import EngineLoader, ModelManager
 from homeport.services.embeddings.moderations import ModerationService
 from homeport.services.text.presets import PresetLibrary
 from homeport.services.text.prompts import ChatPromptService, ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
@@ -133,7 +133,7 @@ class _OtherKindsLoader:
         self.settings = settings
 
     def __call__(self, entry: ModelEntry, args: dict):
-        from homeport.model_loading import load_engine
+        from homeport.registry.loading import load_engine
         from homeport.errors import ServiceUnavailableError
 
         if entry.kind == "text":

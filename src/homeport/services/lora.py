@@ -11,7 +11,7 @@ from typing import Any
 
 from homeport.errors import InvalidRequestError
 from homeport.services.engine_input import engine_input_from
-from homeport.services.model_manager import ModelManager
+from homeport.registry.manager import ModelManager
 
 
 class LoraService:

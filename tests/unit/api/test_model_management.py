@@ -6,8 +6,8 @@ import pytest
 
 from homeport.engines.fake import FakeEngine
 from homeport.errors import InvalidRequestError, StartupError
-from homeport.model_paths import ModelEntry
-from homeport.model_loading import load_engine, speculative_config, validate_load_args
+from homeport.registry.library import ModelEntry
+from homeport.registry.loading import load_engine, speculative_config, validate_load_args
 from homeport.settings import Settings
 
 CHAT = "/v1/chat/completions"

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from homeport.model_loading import LibraryLoader
+from homeport.registry.loading import LibraryLoader
 from homeport.settings import Settings
 from support.tiny_hf_model import tiny_model_folder
 

@@ -4,8 +4,8 @@ from fastapi import APIRouter, Request
 
 from homeport.api.routes.deps import services
 from homeport.errors import ModelNotFoundError
-from homeport.model_paths import ModelEntry
-from homeport.services.model_manager import LoadedModel
+from homeport.registry.library import ModelEntry
+from homeport.registry.manager import LoadedModel
 
 router = APIRouter(tags=["models"])
 

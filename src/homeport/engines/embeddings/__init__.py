@@ -92,7 +92,7 @@ def load_embedder(config: EmbedderConfig) -> Embedder:
 def embedding_entry(config: EmbedderConfig):
     """The configured default embedding model as a model-library entry (what `load_embedder` would
     load, with the id it reports). Raises `EmbedderUnavailableError` (503) when there is none."""
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
 
     path = _local(config)
     if path is None:
@@ -120,7 +120,7 @@ def embedding_entry(config: EmbedderConfig):
 
 def reranker_entry(config: RerankerConfig):
     """The configured cross-encoder as a model-library entry; a `StartupError` for a bad folder."""
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
 
     path = reranker_path(config)
     model_id = path.name if Path(config.model).expanduser().exists() else config.model

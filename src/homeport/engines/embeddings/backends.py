@@ -11,7 +11,7 @@ from homeport.registry import Backend, check_args_fit
 from homeport.registry.gguf import is_embedding_gguf
 
 if TYPE_CHECKING:
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
     from homeport.settings import Settings
 
 

@@ -14,7 +14,28 @@ from homeport.errors import EngineError
 Text = str | list[int]  # a text, or token ids of the embedding model to decode
 
 
-class EmbeddingEngine:
+class _BatchedEngine:
+    """What the model manager needs of an engine whose work is one micro-batcher (`_batcher`)."""
+
+    _batcher: MicroBatcher
+
+    def stats(self) -> GenerationStats:
+        return GenerationStats(queued=self._batcher.queued)
+
+    def effective_args(self) -> dict:
+        return {}
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        self._batcher.close()
+
+    def close_now(self) -> None:
+        self._batcher.close()
+
+
+class EmbeddingEngine(_BatchedEngine):
     """The `Embedding` capability: `embed` gives (model id, unit vectors, token counts)."""
 
     def __init__(self, load: Callable[[], Embedder], *, loader: str = "sentence-transformers",
@@ -45,23 +66,8 @@ class EmbeddingEngine:
         """Batches run and texts embedded (no text)."""
         return {"batches": self._batcher.batches, "texts": self._batcher.items, "queued": self._batcher.queued}
 
-    def stats(self) -> GenerationStats:
-        return GenerationStats(queued=self._batcher.queued)
 
-    def effective_args(self) -> dict:
-        return {}
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._batcher.close()
-
-    def close_now(self) -> None:
-        self._batcher.close()
-
-
-class RerankEngine:
+class RerankEngine(_BatchedEngine):
     """The `Reranking` capability: `score` gives (model id, one score and token count per pair)."""
 
     def __init__(self, load: Callable[[], Reranker], *, loader: str = "cross-encoder",
@@ -82,21 +88,6 @@ class RerankEngine:
         reranker = await self._batcher.model()
         results = await self._batcher.submit(list(pairs))
         return reranker.model_id, [score for score, _ in results], [count for _, count in results]
-
-    def stats(self) -> GenerationStats:
-        return GenerationStats(queued=self._batcher.queued)
-
-    def effective_args(self) -> dict:
-        return {}
-
-    async def start(self) -> None:
-        return None
-
-    async def close(self) -> None:
-        self._batcher.close()
-
-    def close_now(self) -> None:
-        self._batcher.close()
 
 
 def _embed_batch(embedder: Embedder, inputs: list[Text]) -> list[tuple[list[float], int]]:

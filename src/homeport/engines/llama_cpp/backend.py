@@ -13,7 +13,7 @@ from homeport.registry.gguf import is_embedding_gguf, is_projector
 
 if TYPE_CHECKING:
     from homeport.engines.llama_cpp.engine import LlamaCppEngine, SpeculativeConfig
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
     from homeport.settings import Settings
 
 CACHE_TYPES = ("fp16", "f16", "q8_0", "q4_0")
@@ -166,7 +166,7 @@ def side_file(name: str | None, settings: Settings, what: str) -> Path | None:
 
 
 def _draft_path(name: str, settings: Settings) -> Path:
-    from homeport.model_paths import ModelLibrary
+    from homeport.registry.library import ModelLibrary
 
     entry = ModelLibrary(settings.model_dir).find(name)
     if entry is not None and entry.format == "gguf":

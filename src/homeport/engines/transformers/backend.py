@@ -10,7 +10,7 @@ from homeport.engines.transformers.support import LOAD_ARGS
 from homeport.registry import Backend, check_args_fit
 
 if TYPE_CHECKING:
-    from homeport.model_paths import ModelEntry
+    from homeport.registry.library import ModelEntry
     from homeport.settings import Settings
 
 

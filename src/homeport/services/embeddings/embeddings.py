@@ -32,7 +32,7 @@ from homeport.errors import InvalidRequestError
 from homeport.schemas.embeddings import EmbeddingRequest
 
 if TYPE_CHECKING:
-    from homeport.services.model_manager import ModelManager
+    from homeport.registry.manager import ModelManager
 
 MAX_INPUTS = 2048  # OpenAI's limit on inputs per request
 

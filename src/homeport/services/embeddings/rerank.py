@@ -32,7 +32,7 @@ from homeport.services.embeddings.embeddings import MAX_INPUTS, EmbeddingService
 from homeport.services.ids import new_id
 
 if TYPE_CHECKING:
-    from homeport.services.model_manager import ModelManager
+    from homeport.registry.manager import ModelManager
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any
 from homeport import registry
 from homeport.engines.llama_cpp.backend import CACHE_TYPES, SPEC_TYPES, SPLIT_MODES, speculative_config
 from homeport.errors import InvalidRequestError
-from homeport.model_paths import ModelEntry
+from homeport.registry.library import ModelEntry
 from homeport.registry import NOT_YET, Backend, validate_load_args
 from homeport.settings import Settings
 

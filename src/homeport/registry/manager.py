@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from homeport.engines.capabilities import DESCRIPTIONS
 from homeport.errors import HomeportError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, StartupError
-from homeport.model_paths import ModelEntry, ModelLibrary
+from homeport.registry.library import ModelEntry, ModelLibrary
 
 log = logging.getLogger(__name__)
 ModelServices = TypeVar("ModelServices")
