@@ -98,6 +98,10 @@ def load(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> LlamaCp
     def arg(name: str) -> Any:
         return arg_value(BACKEND, name, args, settings)
 
+    speculative = speculative_config(settings, args)
+    in_effect = {a.name: arg(a.name) for a in LOAD_ARGS if a.alias_of is None}
+    in_effect["spec_type"] = speculative.kind if speculative else "none"
+    in_effect["tensor_split"] = ",".join(f"{share:g}" for share in in_effect["tensor_split"])
     config = LlamaCppConfig(
         path=entry.path,
         model_id=entry.id,
@@ -114,12 +118,13 @@ def load(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> LlamaCp
         use_mmap=not arg("no_mmap"),
         use_mlock=arg("mlock"),
         kv_unified=arg("kv_unified"),
-        speculative=speculative_config(settings, args),
+        speculative=speculative,
         mmproj=side_file(arg("mmproj"), settings, "vision projector"),
         split_mode=arg("split_mode"),
         tensor_split=arg("tensor_split"),
         offload_kqv=not arg("no_kv_offload"),
         verbose=settings.debug,
+        load_args=tuple(in_effect.items()),
     )
     return LlamaCppEngine.load(config)
 

@@ -14,7 +14,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import llama_cpp
 from llama_cpp import _internals
@@ -64,18 +64,9 @@ class LlamaCppConfig:
     offload_kqv: bool = True  # KV cache on the GPU with the layers
     verbose: bool = False
 
-    def effective_args(self) -> dict:
-        """The load arguments in effect, in the reference API's names (for model/info)."""
-        return {
-            "ctx_size": self.ctx_size, "n_gpu_layers": self.n_gpu_layers, "threads": self.threads,
-            "threads_batch": self.threads_batch, "batch_size": self.batch_size, "ubatch_size": self.ubatch_size,
-            "parallel": self.parallel, "cache_type": self.cache_type, "flash_attn": self.flash_attn,
-            "rope_freq_base": self.rope_freq_base, "no_mmap": not self.use_mmap, "mlock": self.use_mlock,
-            "kv_unified": self.kv_unified, **(self.speculative.effective_args() if self.speculative else {}),
-            **({"mmproj": str(self.mmproj)} if self.mmproj else {}),
-            "split_mode": self.split_mode, "tensor_split": ",".join(f"{s:g}" for s in self.tensor_split),
-            "no_kv_offload": not self.offload_kqv,
-        }
+    # The load arguments in effect by their reference names (for model/info), as the backend
+    # resolved them from its declarations: the request's, else the setting's, else the default.
+    load_args: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -89,14 +80,6 @@ class SpeculativeConfig:
     draft_n_gpu_layers: int = 0
     draft_p_min: float = 0.0  # the draft model stops when its top token is less likely than this
     ngram_size: int = 4  # prompt lookup: the longest n-gram looked up (then shorter ones, down to 2)
-
-    def effective_args(self) -> dict:
-        if self.kind == "ngram":
-            return {"spec_type": "ngram", "draft_max": self.draft_max, "draft_min": self.draft_min,
-                    "spec_ngram_size_n": self.ngram_size}
-        return {"spec_type": "draft", "model_draft": str(self.draft_path), "draft_max": self.draft_max,
-                "draft_min": self.draft_min, "draft_p_min": self.draft_p_min,
-                "gpu_layers_draft": self.draft_n_gpu_layers}
 
 
 _SPLIT_MODES = {"none": llama_cpp.LLAMA_SPLIT_MODE_NONE, "layer": llama_cpp.LLAMA_SPLIT_MODE_LAYER,
@@ -322,7 +305,7 @@ class LlamaCppEngine(RuntimeEngine):
         return text.decode("utf-8", errors="replace") if text else ""
 
     def effective_args(self) -> dict:
-        return {**self.config.effective_args(), "ctx_size": self.info.context_length}
+        return {**dict(self.config.load_args), "ctx_size": self.info.context_length}
 
     # ---- LoRA adapters ---------------------------------------------------------------------
 

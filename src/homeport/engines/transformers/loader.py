@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from homeport.engines.base import ModelInfo
-from homeport.engines.transformers.support import DEFAULT_PARALLEL, DEVICES, DTYPES
+from homeport.engines.transformers.support import DEVICES, DTYPES, LOAD_ARGS
 from homeport.errors import StartupError
 
 if TYPE_CHECKING:
@@ -62,14 +62,15 @@ def load_transformers_engine(
     TRANSFORMERS_LOAD_ARGS; `threads` is the default when args has none. Raises StartupError."""
     from homeport.engines.transformers.engine import TransformersConfig
 
+    given = {arg.name: arg.default for arg in LOAD_ARGS} | {"threads": threads} | args  # defaults: declared once
     config = TransformersConfig(
         path=path,
         model_id=model_id,
-        ctx_size=args.get("ctx_size", 0),
-        threads=args.get("threads", threads),
-        parallel=args.get("parallel", DEFAULT_PARALLEL),
-        dtype=args.get("dtype", "auto"),
-        device=args.get("device", "auto"),
+        ctx_size=given["ctx_size"],
+        threads=given["threads"],
+        parallel=given["parallel"],
+        dtype=given["dtype"],
+        device=given["device"],
         debug=debug,
     )
     _check_args(config)

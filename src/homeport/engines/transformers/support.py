@@ -6,12 +6,15 @@ from __future__ import annotations
 from homeport.engines.base import SamplingParams
 from homeport.registry import LoadArg
 
+DEFAULT_PARALLEL = 4
+
 # No trust_remote_code: code shipped in a model folder is never run.
 LOAD_ARGS: tuple[LoadArg, ...] = (
-    LoadArg("ctx_size", int, "context length in tokens per request (0 = the model's, at most 8192)",
+    LoadArg("ctx_size", int, "context length in tokens per request (0 = the model's, at most 8192)", default=0,
             setting="ctx_size"),
-    LoadArg("threads", int, "torch CPU threads (0 = torch's default)", setting="threads"),
-    LoadArg("parallel", int, "generations decoded together, one step each in turn (default 4)", default=4),
+    LoadArg("threads", int, "torch CPU threads (0 = torch's default)", default=0, setting="threads"),
+    LoadArg("parallel", int, "generations decoded together, one step each in turn (default 4)",
+            default=DEFAULT_PARALLEL, minimum=1),
     LoadArg("dtype", str, "weights dtype: auto (float32 on CPU, the model's on CUDA), float32, bfloat16 or float16",
             default="auto"),
     LoadArg("device", str, "cpu, cuda or auto (cuda when torch sees a GPU)", default="auto"),
@@ -20,7 +23,6 @@ LOAD_ARGS: tuple[LoadArg, ...] = (
 TRANSFORMERS_LOAD_ARGS: dict[str, tuple[type, str]] = {arg.name: (arg.type, arg.help) for arg in LOAD_ARGS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
-DEFAULT_PARALLEL = 4
 
 GRAMMAR_UNSUPPORTED = "grammar-constrained output is not supported by the transformers engine yet"
 
