@@ -10,25 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from homeport import registry
-from homeport.engines.llama_cpp.backend import CACHE_TYPES, SPEC_TYPES, SPLIT_MODES, speculative_config
 from homeport.errors import InvalidRequestError
+from homeport.registry import Backend
 from homeport.registry.library import ModelEntry
-from homeport.registry import NOT_YET, Backend, validate_load_args
 from homeport.settings import Settings
-
-__all__ = [
-    "CACHE_TYPES", "GGUF_LOAD_ARGS", "LOAD_ARGS", "NOT_YET", "SPEC_TYPES", "SPLIT_MODES", "LibraryLoader",
-    "backend_for", "load_engine", "speculative_config", "validate_load_args",
-]
-
-
-def _table(backend: str) -> dict[str, tuple[type, str]]:
-    return {arg.name: (arg.type, arg.help) for arg in registry.backend(backend).load_args}
-
-
-# name → (type, what it means), derived from the backends' declarations (for tables and docs)
-GGUF_LOAD_ARGS: dict[str, tuple[type, str]] = _table("llama.cpp") | {"loader": (str, registry.loader_arg().help)}
-LOAD_ARGS: dict[str, tuple[type, str]] = {name: (arg.type, arg.help) for name, arg in registry.all_load_args().items()}
 
 
 def backend_for(entry: ModelEntry) -> Backend:

@@ -7,7 +7,9 @@ import pytest
 from homeport.engines.fake import FakeEngine
 from homeport.errors import InvalidRequestError, StartupError
 from homeport.registry.library import ModelEntry
-from homeport.registry.loading import load_engine, speculative_config, validate_load_args
+from homeport.engines.llama_cpp.backend import speculative_config
+from homeport.registry import validate_load_args
+from homeport.registry.loading import load_engine
 from homeport.settings import Settings
 
 CHAT = "/v1/chat/completions"

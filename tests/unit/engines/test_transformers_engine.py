@@ -15,12 +15,12 @@ pytest.importorskip("transformers")
 
 from homeport.engines.base import GenerationRequest, Grammar, SamplingParams, TextEngine  # noqa: E402
 from homeport.engines.transformers import (  # noqa: E402
-    TRANSFORMERS_LOAD_ARGS,
     check_transformers_folder,
     load_transformers_engine,
     unsupported_sampling,
 )
 from homeport.engines.transformers.engine import TransformersEngine  # noqa: E402
+from homeport.engines.transformers.support import LOAD_ARGS  # noqa: E402
 from homeport.engines.transformers.sampling import Sampler  # noqa: E402
 from homeport.errors import EngineError, StartupError, UnsupportedParameterError  # noqa: E402
 from homeport.engines.transformers.tokens import Tokens  # noqa: E402
@@ -86,8 +86,9 @@ def test_loads_the_folder_with_its_info(engine, tiny_folder):
     assert engine.effective_args() == {
         "ctx_size": 256, "threads": 2, "parallel": 4, "dtype": "float32", "device": "cpu"
     }
-    assert "trust_remote_code" not in TRANSFORMERS_LOAD_ARGS
-    assert {"ctx_size", "threads", "dtype", "device", "parallel"} <= set(TRANSFORMERS_LOAD_ARGS)
+    names = {arg.name for arg in LOAD_ARGS}
+    assert "trust_remote_code" not in names
+    assert {"ctx_size", "threads", "dtype", "device", "parallel"} <= names
 
 
 def test_tokenize_round_trip_and_token_bytes(engine):

@@ -17,7 +17,7 @@ from homeport.schemas.internal import (
     StopGenerationRequest,
     UnloadModelRequest,
 )
-from homeport.registry.loading import validate_load_args
+from homeport.registry import validate_load_args
 from homeport.services.container import load_template
 
 router = APIRouter(prefix="/v1/internal", tags=["internal"])

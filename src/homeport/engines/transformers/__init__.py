@@ -6,9 +6,9 @@ Importing this package does not import torch: `load_transformers_engine` does, w
 
 from homeport.engines.transformers.backend import BACKEND
 from homeport.engines.transformers.loader import check_transformers_folder, load_transformers_engine
-from homeport.engines.transformers.support import TRANSFORMERS_LOAD_ARGS, unsupported_sampling
+from homeport.engines.transformers.support import unsupported_sampling
 from homeport.registry import register
 
 register(BACKEND)
 
-__all__ = ["TRANSFORMERS_LOAD_ARGS", "check_transformers_folder", "load_transformers_engine", "unsupported_sampling"]
+__all__ = ["check_transformers_folder", "load_transformers_engine", "unsupported_sampling"]

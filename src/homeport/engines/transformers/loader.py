@@ -59,7 +59,7 @@ def load_transformers_engine(
     path: Path, model_id: str, args: dict, *, threads: int, debug: bool
 ) -> TransformersEngine:
     """Blocking (seconds): call it in a worker thread. `args` are load arguments named in
-    TRANSFORMERS_LOAD_ARGS; `threads` is the default when args has none. Raises StartupError."""
+    LOAD_ARGS; `threads` is the default when args has none. Raises StartupError."""
     from homeport.engines.transformers.engine import TransformersConfig
 
     given = {arg.name: arg.default for arg in LOAD_ARGS} | {"threads": threads} | args  # defaults: declared once

@@ -19,8 +19,6 @@ LOAD_ARGS: tuple[LoadArg, ...] = (
             default="auto"),
     LoadArg("device", str, "cpu, cuda or auto (cuda when torch sees a GPU)", default="auto"),
 )
-# name → (type, what it means), derived from LOAD_ARGS (kept for callers of the old table)
-TRANSFORMERS_LOAD_ARGS: dict[str, tuple[type, str]] = {arg.name: (arg.type, arg.help) for arg in LOAD_ARGS}
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 DEVICES = ("cpu", "cuda", "auto")
 
