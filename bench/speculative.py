@@ -46,7 +46,7 @@ def measure(flags: list[str], tokens: int) -> tuple[dict[str, float], dict]:
                                 *flags], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(f"{base}/health", process)
+        wait_ready(f"{base}/health/ready", process)
         speeds = {}
         for name, (prompt, sampling) in PROMPTS.items():
             payload = {"prompt": prompt, "max_tokens": tokens, "logit_bias": {"1": -100, "106": -100}, **sampling}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -12,29 +14,35 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from homeport import __version__
+from homeport import __version__, metrics
 from homeport.api.auth import require_api_key
 from homeport.api.drain import Drain, DrainMiddleware
 from homeport.api.errors import CatchAllMiddleware, install_error_handlers
 from homeport.api.host_check import HostCheckMiddleware, host_check_needed
+from homeport.api.metrics import MetricsEndpoint, RequestMetricsMiddleware
 from homeport.api.routes import completions, embeddings, health, internal, lora, models, prompts
+from homeport.api.routes import messages, responses
+from homeport.api.routes import audio
+from homeport.api.routes import images
 from homeport.engines.base import TextEngine
 from homeport.registry.library import ModelEntry, ModelLibrary
 from homeport.registry.manager import EngineLoader
 from homeport.services.container import Services
 from homeport.services.ids import now
 from homeport.settings import Settings
+from homeport.webui import mount_webui
 
 
 def create_app(
     settings: Settings,
-    engine: TextEngine,
+    engine: TextEngine | None,
     *,
     entry: ModelEntry | None = None,
     loader: EngineLoader | None = None,
     model_library: ModelLibrary | None = None,
 ) -> FastAPI:
-    """`engine`: the model loaded at start-up; `loader`: loads other models of the library on
+    """`engine`: the model loaded at start-up (None: `entry` is loaded once the app serves, and
+    /health/ready says 503 until it is); `loader`: loads other models of the library on
     demand (None serves that one model only); `model_library`: the models on offer (default: the
     model dir's)."""
 
@@ -42,12 +50,21 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         models = app.state.services.models
         await models.start()
+        if engine is None:
+            app.state.startup_load = asyncio.create_task(models.load_default())
+        image_load = _start_image_load(models, settings)
         idle_watch = asyncio.create_task(models.run_idle_watch()) if settings.idle_timeout else None
         try:
             yield
         finally:
             if idle_watch is not None:
                 idle_watch.cancel()
+            if image_load is not None:
+                image_load.cancel()
+            if app.state.startup_load is not None:
+                app.state.startup_load.cancel()
+                with contextlib.suppress(BaseException):
+                    await app.state.startup_load
             app.state.services.embeddings.close()
             app.state.services.rerank.close()
             await models.close()
@@ -63,6 +80,7 @@ def create_app(
     app.state.services = Services.build(settings, engine, entry=entry, loader=loader, model_library=model_library)
     app.state.started_at = now()
     app.state.drain = Drain()  # server.py runs it on SIGTERM / Ctrl-C
+    app.state.startup_load = None  # the default model's load while serving (engine None), a task
 
     install_error_handlers(app)
     # Outermost last: CatchAll, then the Host check, CORS (so 503s while draining carry its
@@ -73,15 +91,21 @@ def create_app(
     )
     if host_check_needed(settings):
         app.add_middleware(HostCheckMiddleware)
+    if settings.metrics:
+        app.add_middleware(RequestMetricsMiddleware)
+        metrics.watch(app.state.services.models)
+        app.add_route("/metrics", MetricsEndpoint(public=settings.metrics_public), include_in_schema=False)
     app.add_middleware(CatchAllMiddleware, debug=settings.debug)
 
     app.include_router(health.router)
     protected = [Depends(require_api_key)]
-    for module in (models, completions, embeddings, internal, prompts):
+    for module in (models, completions, embeddings, internal, prompts, messages, responses, audio, images):
         app.include_router(module.router, dependencies=protected)
     app.include_router(internal.admin_router)
     app.include_router(lora.router)  # checks the admin key itself
     _mount_docs(app)
+    if not settings.nowebui:
+        mount_webui(app)  # the page is public; every API call it makes needs the key
     return app
 
 
@@ -99,3 +123,18 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_css_url="/docs/static/swagger-ui.css",
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
+
+
+def _start_image_load(models, settings: Settings) -> asyncio.Task | None:
+    """--image-model loads at start, in the background (a failure is logged; requests retry it)."""
+    name = models.defaults.get("image")
+    if not settings.image_model or not isinstance(name, str):
+        return None
+
+    async def load() -> None:
+        try:
+            await models.get(name, strict=True, capability="image_generation")
+        except Exception as exc:  # noqa: BLE001 - logged, not fatal: the text API serves meanwhile
+            logging.getLogger(__name__).warning("image model %s did not load: %s", name, exc)
+
+    return asyncio.create_task(load())

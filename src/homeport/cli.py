@@ -108,6 +108,12 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     net.add_argument("--ssl-keyfile", type=Path, metavar="FILE", help="TLS private key (PEM)")
     net.add_argument("--ssl-certfile", type=Path, metavar="FILE", help="TLS certificate (PEM)")
     net.add_argument(
+        "--metrics", action=argparse.BooleanOptionalAction,
+        help="Prometheus metrics at /metrics (default on; --no-metrics turns them off)",
+    )
+    net.add_argument("--metrics-public", action=argparse.BooleanOptionalAction,
+                     help="serve /metrics without the API key (default: the key is needed when one is set)")
+    net.add_argument(
         "--cors-origins",
         type=_comma_list,
         metavar="ORIGINS",
@@ -118,6 +124,7 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--model", metavar="NAME", help="GGUF file path or name under --model-dir")
     model.add_argument("--model-dir", type=Path, metavar="DIR", help="where models live")
     model.add_argument("--user-data-dir", type=Path, metavar="DIR", help="user data (default user_data)")
+    model.add_argument("--state-db", type=Path, metavar="FILE", help="stored Responses, SQLite (default <user-data-dir>/homeport.db)")
     _add_load_arg_flags(model)
     model.add_argument("--max-loaded-models", type=int, metavar="N", help="models loaded at once (default 2: both packaged models fit)")
     model.add_argument("--idle-timeout", type=float, metavar="MIN", help="unload a model idle this many minutes (0 = never)")
@@ -147,6 +154,17 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
         help="a cross-encoder folder (path or name under --model-dir) for /v1/rerank; default: embedding similarity",
     )
     extra.add_argument("--moderation-threshold", type=float, metavar="X", help="score above which a category is flagged (0.5)")
+
+    images = parser.add_argument_group("images")
+    images.add_argument("--image-model", metavar="NAME",
+                        help="a diffusers folder (path or name under --model-dir) for /v1/images, loaded at start")
+
+    speech = parser.add_argument_group("speech")
+    speech.add_argument("--stt-model", metavar="PATH_OR_NAME",
+                        help="speech-to-text model: a CTranslate2 Whisper folder (default: the bundled Whisper base)")
+    speech.add_argument("--tts-model", metavar="NAME", help="text-to-speech model (default: hibari's bundled voices)")
+    speech.add_argument("--voice-map", action="append", metavar="NAME=VOICE", dest="voice_map",
+                        help="speak voice NAME (e.g. alloy) with bundled VOICE (repeatable)")
 
     compat = parser.add_argument_group("reference API compatibility")
     # The reference needs --api (and an extension) to start its API; homeport's API is always on.

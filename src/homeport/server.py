@@ -1,4 +1,4 @@
-"""`homeport serve`: bind, load the model, build the app, run uvicorn, drain on SIGTERM / Ctrl-C."""
+"""`homeport serve`: bind, build the app, run uvicorn (the model loads meanwhile), drain on SIGTERM / Ctrl-C."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ def serve(settings: Settings) -> int:
     log = logging.getLogger("homeport")
 
     from homeport.app import create_app
-    from homeport.registry.loading import LibraryLoader, load_engine
+    from homeport.registry.loading import LibraryLoader
     from homeport.registry.library import ModelLibrary, packaged_models, resolve_model
     from homeport.tunnel import Tunnel, find_cloudflared
 
@@ -58,16 +58,13 @@ def serve(settings: Settings) -> int:
     # Bind before the slow model load, so a taken port fails at once and clearly.
     listeners = bind_listeners(settings.bind_hosts, settings.api_port)
     port = listeners[0].getsockname()[1]
-    log.info("loading %s", location.path)
-    try:
-        engine = load_engine(location, settings, {})
-    except HomeportError as exc:  # e.g. a model format no engine serves yet
-        raise StartupError(exc.message) from None
     library = ModelLibrary(settings.model_dir, extra=packaged_models())  # the packaged models are on offer too
-    app = create_app(settings, engine, entry=location, loader=LibraryLoader(settings), model_library=library)
+    # The default model loads once the server answers: /health is live at once, /health/ready
+    # (and every request for the model) waits for the load; a load that fails ends the process.
+    app = create_app(settings, None, entry=location, loader=LibraryLoader(settings), model_library=library)
     scheme = "https" if settings.ssl_certfile else "http"
     urls = [f"{scheme}://{_url_host(sock)}:{port}/v1" for sock in listeners]
-    log.info("serving %s (context %d) on %s", engine.info.model_id, engine.info.context_length, ", ".join(urls))
+    log.info("serving %s on %s", location.id, ", ".join(urls))
     announce = logging.getLogger("homeport.announce")
     for url in urls:
         announce.info("listening on %s", url)
@@ -91,6 +88,8 @@ def serve(settings: Settings) -> int:
     finally:
         if tunnel is not None:  # only now: requests through the tunnel drained with the rest
             tunnel.stop()
+    if server.startup_error is not None:
+        raise StartupError(server.startup_error)
     return 0 if server.started else 1
 
 
@@ -107,6 +106,7 @@ class DrainingServer(uvicorn.Server):
         self.on_force_exit: list[Callable[[], None]] = []  # e.g. kill the tunnel
         self._signalled = False
         self._drain_task: asyncio.Task | None = None
+        self.startup_error: str | None = None  # why the start-up model could not load
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # Not recorded in `_captured_signals`: uvicorn would raise it again after serving, and
@@ -131,7 +131,16 @@ class DrainingServer(uvicorn.Server):
             self._drain_task = asyncio.create_task(self.drain.run(self.timeout))
         if self._drain_task is not None and self._drain_task.done():
             self.should_exit = True
+        self._check_startup_load()
         return await super().on_tick(counter)
+
+    def _check_startup_load(self) -> None:
+        load = getattr(getattr(self.config.app, "state", None), "startup_load", None)
+        if self.startup_error is None and load is not None and load.done() and not load.cancelled():
+            exc = load.exception()
+            if exc is not None:  # e.g. a corrupt file: nothing to serve, so stop (exit status 1)
+                self.startup_error = exc.message if isinstance(exc, HomeportError) else str(exc) or type(exc).__name__
+                self.should_exit = True
 
 
 def bind_listeners(hosts: tuple[str, ...], port: int) -> list[socket.socket]:

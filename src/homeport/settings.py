@@ -73,6 +73,7 @@ class _Settings(BaseModel):
     model: str | None = None  # a GGUF path or a name under model_dir; None = the default model
     model_dir: Path = Path("user_data/models")
     user_data_dir: Path = Path("user_data")
+    state_db: Path | None = None  # stored Responses (SQLite); None = <user_data_dir>/homeport.db
     max_queue: int = Field(256, ge=0)  # requests that may wait for a slot; past it, 503
     max_loaded_models: int = Field(2, ge=1)  # past it, the least recently used idle model is unloaded (2: both packaged models)
     idle_timeout: float = Field(0.0, ge=0.0)  # minutes without requests before a model unloads; 0 = never
@@ -81,7 +82,13 @@ class _Settings(BaseModel):
     embedding_device: str = "cpu"  # cpu | cuda | auto
     rerank_model: str | None = None  # a cross-encoder folder, path or name under model_dir; None = embeddings
     moderation_threshold: float = Field(0.5, ge=0.0, le=1.0)  # category score above which text is flagged
+    image_model: str | None = None  # a diffusers folder (path or name under model_dir) loaded at start
+    stt_model: str | None = None  # speech to text: a Whisper folder, path or name under model_dir; None = Whisper base
+    tts_model: str | None = None  # text to speech: a name under model_dir; None = hibari's bundled voices
+    voice_map: dict[str, str] = {}  # voice name (OpenAI's alloy, nova, ...) → a bundled voice; adds to the default table
     cors_origins: tuple[str, ...] = ("*",)
+    metrics: bool = True  # Prometheus text at /metrics
+    metrics_public: bool = False  # /metrics without the API key (for a scraper on a trusted network)
     debug: bool = False
 
     @field_validator("api_port", "max_queue", "max_loaded_models", mode="before")
@@ -97,7 +104,7 @@ class _Settings(BaseModel):
     def _lower_device(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("model_aliases", mode="before")
+    @field_validator("model_aliases", "voice_map", mode="before")
     @classmethod
     def _aliases(cls, value: Any) -> Any:
         # The CLI gives NAME=MODEL strings (repeatable flag); YAML gives a mapping.
@@ -111,7 +118,8 @@ class _Settings(BaseModel):
             return pairs
         return value
 
-    @field_validator("listen_host", "api_key", "admin_key", "model", "rerank_model", "public_api_id", mode="before")
+    @field_validator("listen_host", "api_key", "admin_key", "model", "rerank_model", "public_api_id", "stt_model", "image_model",
+                     "tts_model", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".

@@ -138,11 +138,22 @@ async def test_capability_engines(tts, whisper):
 
     speaker, listener = SpeechSynthesisEngine(tts), TranscriptionEngine(whisper)
     assert isinstance(speaker, SpeechSynthesis) and isinstance(listener, Transcription)
-    pcm, rate = await speaker.synthesize(SENTENCES[1], voice="echo", speed=1.0)
-    assert rate == 24_000 and len(pcm) % 2 == 0 and len(pcm) > 2 * 24_000
-    wav = encode_audio(np.frombuffer(pcm, dtype="<i2"), "wav", rate)
-    result = await listener.transcribe(wav, language=None, prompt=None, translate=False, beam_size=1)
+    chunks = await speaker.synthesize(SENTENCES[1], voice="echo", speed=1.0)
+    async with chunks:
+        pcm = np.concatenate([chunk async for chunk in chunks])
+    assert chunks.sample_rate == 24_000 and pcm.dtype == np.int16 and pcm.size > 24_000
+    stream, segments = await listener.transcribe_all(encode_audio(pcm, "wav", 24_000), beam_size=1)
+    assert stream.language == "en" and segments
+    assert word_error_rate(SENTENCES[1], "".join(s.text for s in segments)) <= 0.10
+    assert listener.stats().completed == 1 and speaker.stats().completed == 1 and listener.stats().active == 0
+
+    # stopping a stream early stops the job: nothing more is synthesized, the job is counted cancelled
+    long = await speaker.synthesize(" ".join(SENTENCES), voice="alloy")
+    assert long.sentences == len(SENTENCES) and speaker.stats().active == 1
+    async for _ in long:
+        break
+    await long.aclose()
+    assert speaker.stats().active == 0 and speaker.stats().cancelled == 1
+    assert next(long._items, None) is None  # the generator is closed
     await speaker.close()
     await listener.close()
-    assert result["language"] == "en" and word_error_rate(SENTENCES[1], result["text"]) <= 0.10
-    assert result["segments"] and listener.stats().completed >= 1 and speaker.stats().completed == 1

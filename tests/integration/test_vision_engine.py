@@ -17,7 +17,7 @@ from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
 from homeport.errors import EngineError, InvalidRequestError, StartupError
 
 pytest.importorskip("gguf")
-from support.png import CHECKS, GRADIENT, png  # noqa: E402
+from support.png import CHECKS, GRADIENT  # noqa: E402
 from support.tiny_mmproj import TOKENS_PER_IMAGE, write_tiny_mmproj  # noqa: E402
 
 pytestmark = pytest.mark.integration

@@ -7,7 +7,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,7 +70,8 @@ def start_server(tmp_dir: Path, *args: str, model: str | None = GEMMA_MODEL_ID) 
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{log_path.read_text()}")
         try:
-            if httpx.get(f"{base_url}/health", timeout=1, verify=False).status_code == 200:
+            # Ready, not just live: the default model loads after the server starts answering.
+            if httpx.get(f"{base_url}/health/ready", timeout=1, verify=False).status_code == 200:
                 return RunningServer(base_url, process, log_path)
         except httpx.HTTPError:
             pass

@@ -50,7 +50,7 @@ def test_the_scan_knows_every_kind(models):
         "chat-hf": ("text", "transformers", "transformers"),
         "mini-embed": ("embedding", "sentence-transformers", "sentence-transformers"),
         "ce": ("rerank", "cross-encoder", "cross-encoder"),
-        "sd": ("image", "diffusers", "diffusers"),  # listed, no backend yet; its unet/ is a part, not a model
+        "sd": ("image", "diffusers", "diffusers"),  # its unet/ is a part, not a model
         "whisper-small": ("transcription", "whisper", "whisper"),
     }
 

@@ -17,7 +17,13 @@ log = logging.getLogger(__name__)
 INTERNAL_ERROR = HomeportError("The server had an error while processing your request.", code="internal_error")
 
 
-def error_response(error: HomeportError) -> JSONResponse:
+def error_response(error: HomeportError, request: Request | None = None) -> JSONResponse:
+    if request is not None and request.url.path.startswith("/v1/messages"):
+        # The Anthropic Messages API answers in Anthropic's envelope, with its status codes.
+        from homeport.services.wire.anthropic import error_envelope
+
+        status, body = error_envelope(error)
+        return JSONResponse(body, status_code=status, headers=error.headers)
     return JSONResponse(error.to_dict(), status_code=error.status_code, headers=error.headers)
 
 
@@ -50,12 +56,12 @@ def validation_error(exc: RequestValidationError) -> InvalidRequestError:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HomeportError)
-    async def _homeport(_: Request, exc: HomeportError) -> JSONResponse:
-        return error_response(exc)
+    async def _homeport(request: Request, exc: HomeportError) -> JSONResponse:
+        return error_response(exc, request)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        return error_response(validation_error(exc))
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return error_response(validation_error(exc), request)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -68,7 +74,7 @@ def install_error_handlers(app: FastAPI) -> None:
         else:
             error = HomeportError(str(exc.detail), status_code=exc.status_code, code=None)
             error.error_type = "invalid_request_error" if exc.status_code < 500 else "server_error"
-        return error_response(error)
+        return error_response(error, request)
 
 
 class CatchAllMiddleware:

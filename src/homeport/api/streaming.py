@@ -7,9 +7,10 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
@@ -33,9 +34,22 @@ def frame(payload: dict) -> bytes:
     return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
 
 
-async def sse_frames(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
-    """Chunks as SSE frames, then [DONE]. A failure mid-stream becomes one error frame before
-    [DONE], so clients see why the stream ended instead of a silent cut; so does a stream cut at
+@dataclass(frozen=True)
+class Framing:
+    """How a wire format writes a stream: each item, the one error frame that ends a failed
+    stream, and the end marker (OpenAI's `[DONE]`; none for named-event streams)."""
+
+    item: Callable[[Any], bytes]
+    error: Callable[[HomeportError], bytes]
+    end: bytes = b""
+
+
+OPENAI_SSE = Framing(item=frame, error=lambda exc: frame(exc.to_dict()), end=DONE)
+
+
+async def sse_frames(chunks: AsyncIterator[Any], framing: Framing = OPENAI_SSE) -> AsyncIterator[bytes]:
+    """Chunks as SSE frames, then the end marker. A failure mid-stream becomes one error frame
+    before it, so clients see why the stream ended instead of a silent cut; so does a stream cut at
     the shutdown deadline. A client disconnect (a cancellation not for shutdown) propagates."""
     handle = StreamHandle(current_drain())
     try:
@@ -48,7 +62,7 @@ async def sse_frames(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
                     break
                 finally:
                     handle.waiting = False
-                yield frame(chunk)
+                yield framing.item(chunk)
     except asyncio.CancelledError:
         if not handle.cut:
             raise
@@ -57,22 +71,23 @@ async def sse_frames(chunks: AsyncIterator[dict]) -> AsyncIterator[bytes]:
         if (task := asyncio.current_task()) is not None:
             task.uncancel()
     except HomeportError as exc:
-        yield frame(exc.to_dict())
+        yield framing.error(exc)
     except Exception as exc:
         log.error("stream failed: %s", type(exc).__name__)
-        yield frame(INTERNAL_ERROR.to_dict())
+        yield framing.error(INTERNAL_ERROR)
     finally:
         handle.close()
     if handle.cut:
-        yield frame(server_shutdown_error().to_dict())
-    yield DONE
+        yield framing.error(server_shutdown_error())
+    if framing.end:
+        yield framing.end
 
 
-def respond(reply: Reply) -> Response:
+def respond(reply: Reply, framing: Framing = OPENAI_SSE) -> Response:
     if isinstance(reply.body, dict):
         return JSONResponse(reply.body, headers=reply.headers)
     headers = {**SSE_HEADERS, **reply.headers}
-    return StreamingResponse(sse_frames(reply.body), media_type="text/event-stream", headers=headers)
+    return StreamingResponse(sse_frames(reply.body, framing), media_type="text/event-stream", headers=headers)
 
 
 async def until_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -2,16 +2,17 @@
 manager for (model name, capability); a model that lacks it is a 400 (`model_lacks_capability`).
 
 A backend declares its capabilities by name (`Backend.capabilities`, checked before a load) and its
-engines implement the protocols (checked with `isinstance` once loaded). Image generation,
-transcription and speech synthesis are declared for the backends that come next; nothing
-implements them yet.
+engines implement the protocols (checked with `isinstance` once loaded). Transcription
+(faster-whisper) and speech synthesis (hibari) are implemented in engines/speech.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import threading
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from homeport.engines.base import GenerationRequest, GenerationStats, Grammar, ModelInfo, PromptMedia, TokenEvent
 
@@ -84,25 +85,71 @@ class Reranking(Managed, Protocol):
     # (model id, one relevance score per pair, tokens read per pair)
 
 
-# ---- declared for the next issues; no backend implements them yet ----------------------------------
+@dataclass
+class ImageJob:
+    """One image request as an image engine runs it: `seeds` has one seed per image (choice i uses
+    seed + i), generated `batch_size` at a time. With `image`: image-to-image (and inpainting where
+    `mask` is given; white = repaint). `on_preview(images, batch)` is called from the engine's
+    thread with PIL previews; setting `cancel` stops the job at its next step."""
+
+    prompt: str
+    seeds: list[int]
+    width: int
+    height: int
+    steps: int
+    guidance: float
+    batch_size: int = 1
+    negative_prompt: str | None = None
+    sampler: str | None = None
+    image: Any = None  # PIL images
+    mask: Any = None
+    strength: float = 0.8
+    previews: int = 0
+    on_preview: Callable[[list, int], None] | None = None
+    cancel: threading.Event = field(default_factory=threading.Event)
 
 
 @runtime_checkable
 class ImageGeneration(Managed, Protocol):
-    async def generate_images(self, prompt: str, *, n: int, size: tuple[int, int], seed: int | None,
-                              steps: int | None) -> list[bytes]: ...  # PNG bytes, one per image
+    """Diffusion (engines/diffusers): PIL images, one per seed; `default_size` is the model's
+    native side in pixels, sizes are multiples of `scale_factor`."""
+
+    default_size: int
+    scale_factor: int
+    can_inpaint: bool
+
+    def knows_sampler(self, name: str) -> bool: ...
+
+    async def generate_images(self, job: ImageJob) -> list: ...
+
+    def job_progress(self) -> dict | None: ...  # the running job's step / steps
+
+
+# ---- images and speech ------------------------------------------------------------------------------
 
 
 @runtime_checkable
 class Transcription(Managed, Protocol):
-    async def transcribe(self, audio: bytes, *, language: str | None, prompt: str | None,
-                         translate: bool) -> dict: ...  # {"text", "language", "segments": [...]}
+    """Speech to text, streamed: the audio is decoded and its language detected when this returns
+    (a bad file fails here, before any response); the segments come as the returned stream is
+    iterated (`async for`; `language`, `duration` attributes; `aclose()` stops decoding)."""
+
+    async def transcribe(self, audio: bytes, *, language: str | None = None, prompt: str | None = None,
+                         translate: bool = False, temperature: float = 0.0, word_timestamps: bool = False,
+                         vad_filter: bool = False, beam_size: int = 5): ...
 
 
 @runtime_checkable
 class SpeechSynthesis(Managed, Protocol):
-    async def synthesize(self, text: str, *, voice: str, speed: float) -> tuple[bytes, int]: ...
-    # (16-bit PCM samples, sample rate)
+    """Text to speech, streamed: validated when this returns; the stream yields 16-bit mono PCM
+    (numpy int16) one sentence at a time, at its `sample_rate`; `aclose()` stops synthesis."""
+
+    @property
+    def sample_rate(self) -> int: ...
+
+    def effective_speed(self, speed: float) -> float: ...  # the speed the engine runs a request at
+
+    async def synthesize(self, text: str, *, voice: str, speed: float = 1.0): ...
 
 
 # name (as backends declare them and /v1/models lists them) → protocol

@@ -6,14 +6,15 @@ registry imports the packages under `homeport.engines` on first use, so adding a
 folder and one `register(...)` call. Nothing outside a backend branches on its format. A backend
 package's `__init__` must stay cheap: the heavy imports (torch, llama_cpp) belong inside `load`.
 
-Kinds with files the library recognises but no backend serves yet (diffusers pipelines, Whisper
-folders, TTS voices) register a `Recognizer`: they are listed (with no capabilities) and a request
-naming one is a 400 that says no backend serves them.
+Files the library recognises but no backend serves (Hugging Face-format Whisper folders, Piper
+voices) register a `Recognizer` from the package of their kind: they are listed (with no
+capabilities) and a request naming one is a 400 that says no backend serves them.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import pkgutil
 import threading
 from collections.abc import Callable
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from homeport.registry.library import ModelEntry
     from homeport.settings import Settings
 
-# Model kinds. Text, embedding and rerank have backends; the other three are recognised only.
+# Model kinds, each served by at least one backend.
 KINDS = ("text", "embedding", "rerank", "image", "transcription", "speech")
 
 
@@ -108,6 +109,16 @@ class Backend:
         return next((a for a in self.load_args if a.name == name), None)
 
 
+def json_object(path: Path) -> dict:
+    """A JSON file's object for detection, or {} (missing, unreadable, not JSON, not an object):
+    detection never raises; the load reports what is wrong."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 @dataclass(frozen=True)
 class Recognizer:
     """Files of a kind no backend serves yet: listed, never loaded."""
@@ -148,7 +159,6 @@ def _discover() -> None:
         if _REGISTRY.discovered:
             return
         import homeport.engines as engines
-        import homeport.registry.pending  # noqa: F401  (kinds recognised, not served yet)
 
         for module in pkgutil.iter_modules(engines.__path__):
             if module.ispkg:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -19,7 +20,9 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from homeport import metrics
 from homeport.engines.capabilities import DESCRIPTIONS
+from homeport.engines.load_progress import CURRENT as CURRENT_LOAD, LoadProgress
 from homeport.errors import HomeportError, InvalidRequestError, ModelNotFoundError, ServiceUnavailableError, StartupError
 from homeport.registry.library import ModelEntry, ModelLibrary
 
@@ -49,6 +52,7 @@ class LoadedModel(Generic[ModelServices]):
     args: dict[str, Any]
     last_used: float = field(default_factory=time.monotonic)
     pins: int = 0  # requests using it right now (a stream pins it until it ends)
+    job_starts: collections.deque = field(default_factory=collections.deque)  # when each pin began
 
     @property
     def busy(self) -> bool:
@@ -87,6 +91,7 @@ class ModelManager(Generic[ModelServices]):
         self.unknown_to_default = unknown_to_default
         self._loaded: dict[str, LoadedModel[ModelServices]] = {}
         self._loading: dict[str, asyncio.Task] = {}
+        self._progress: dict[str, LoadProgress] = {}  # loads under way (model/info shows them)
         self._lock = asyncio.Lock()  # guards _loaded/_loading changes, not the loads themselves
         # One load at a time: two loads in parallel could both find room and overshoot max_loaded.
         self._load_lock = asyncio.Lock()
@@ -147,11 +152,18 @@ class ModelManager(Generic[ModelServices]):
         model until it ends, so eviction never cuts it off). A model without `capability` is a 400."""
         model = await self.get(name, strict=strict, capability=capability)
         model.pins += 1
+        model.job_starts.append(time.perf_counter())
         return model
 
     def release(self, model: LoadedModel[ModelServices]) -> None:
         model.pins -= 1
         model.last_used = time.monotonic()
+        # A job of the kinds other than text (they have token histograms) is acquire → release.
+        # A stream ends in another task than it began, so starts match first in, first out:
+        # overlapping jobs may pair up differently, their count and total time never do.
+        started = model.job_starts.popleft() if model.job_starts else None
+        if started is not None and model.entry.kind != "text":
+            metrics.JOB_SECONDS.labels(model.entry.kind).observe(time.perf_counter() - started)
 
     @contextlib.asynccontextmanager
     async def using(self, name: str | None, capability: str) -> AsyncIterator[LoadedModel[ModelServices]]:
@@ -229,16 +241,39 @@ class ModelManager(Generic[ModelServices]):
                     await asyncio.to_thread(check, entry)
                 await self._make_room(entry.kind)
                 log.info("loading model %s", entry.id)
-                engine = await asyncio.to_thread(self._loader, entry, args)
+                started = time.perf_counter()
+                progress = self._progress[entry.id] = LoadProgress(entry.id, entry.kind)
+                token = CURRENT_LOAD.set(progress)  # to_thread carries it to the backend's load
+                watcher = asyncio.create_task(progress.watch())
+                try:
+                    engine = await asyncio.to_thread(self._loader, entry, args)
+                finally:
+                    CURRENT_LOAD.reset(token)
+                    watcher.cancel()
+                    self._progress.pop(entry.id, None)
+                progress.log_quarters()
+                await engine.start()
             except HomeportError:
+                metrics.MODEL_LOADS.labels(entry.kind, "failed").inc()
                 raise
             except StartupError as exc:
+                metrics.MODEL_LOADS.labels(entry.kind, "failed").inc()
                 raise InvalidRequestError(f"cannot load {entry.id}: {exc}", param="model", code="model_load_failed") from None
-            await engine.start()
+            except BaseException:
+                metrics.MODEL_LOADS.labels(entry.kind, "failed").inc()
+                raise
+            seconds = time.perf_counter() - started
+            metrics.MODEL_LOADS.labels(entry.kind, "loaded").inc()
+            metrics.MODEL_LOAD_SECONDS.labels(entry.kind).observe(seconds)
+            log.info("loaded model %s in %.1fs", entry.id, seconds)
             services = self._build_services(engine, template) if entry.kind == "text" else None
             model = LoadedModel(entry=entry, engine=engine, services=services, args=args)
             self._loaded[entry.id] = model
             return model
+
+    def loads_in_progress(self) -> list[dict]:
+        """The loads under way: model, kind, progress (0..1, or None when the backend cannot tell), seconds."""
+        return [progress.as_dict() for progress in list(self._progress.values())]
 
     async def _make_room(self, kind: str = "text") -> None:
         """max_loaded counts per kind: an embedding model never evicts a chat model, nor the reverse."""
@@ -250,8 +285,14 @@ class ModelManager(Generic[ModelServices]):
                     headers={"Retry-After": "5"},
                 )
             await self._unload(min(idle, key=lambda m: m.last_used))
+            metrics.MODEL_EVICTIONS.labels(kind).inc()
 
     # ---- management ------------------------------------------------------------------------
+
+    async def load_default(self) -> LoadedModel[ModelServices]:
+        """The start-up load of the default text model, made while the server already answers
+        liveness (readiness waits for it; requests for the model wait for it as for any load)."""
+        return await self.get(self.default_model, strict=True)
 
     def adopt(self, entry: ModelEntry, engine: Any, args: dict[str, Any] | None = None) -> None:
         """Register an engine loaded before the server started (the `--model`)."""

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, model_validator
 
+from homeport.schemas.audio import InputAudioPart
 from homeport.schemas.common import SamplingFields, WireModel
 
 
@@ -24,7 +25,7 @@ class ImagePart(WireModel):
     image_url: dict[str, Any]
 
 
-ContentPart = Annotated[TextPart | ImagePart, Field(discriminator="type")]
+ContentPart = Annotated[TextPart | ImagePart | InputAudioPart, Field(discriminator="type")]  # audio: see services/audio/chat_audio.py
 
 
 class ChatMessage(WireModel):

@@ -14,6 +14,9 @@ from homeport.services.text.completions import CompletionService
 from homeport.services.embeddings.embeddings import EmbeddingService
 from homeport.services.text.internal import InternalService
 from homeport.services.lora import LoraService
+from homeport.engines.speech.backends import speech_entries
+from homeport.services.audio import AudioService
+from homeport.services.images import ImageService
 from homeport.registry.manager import EngineLoader, ModelManager
 from homeport.services.embeddings.moderations import ModerationService
 from homeport.services.text.presets import PresetLibrary
@@ -45,19 +48,21 @@ class Services:
     moderations: ModerationService
     rerank: RerankService
     loras: LoraService
+    audio: AudioService | None = None  # transcription, translation, speech
+    images: ImageService | None = None  # generations, edits, variations
 
     @classmethod
     def build(
         cls,
         settings: Settings,
-        engine: TextEngine,
+        engine: TextEngine | None,
         *,
         entry: ModelEntry | None = None,
         loader: EngineLoader | None = None,
         model_library: ModelLibrary | None = None,
     ) -> Services:
-        """`engine` is the model loaded at start-up; `loader` loads others from the library
-        (None: only that one is served)."""
+        """`engine` is the model loaded at start-up (None: `entry`, loaded by the app once it
+        serves); `loader` loads others from the library (None: only that one is served)."""
         presets = PresetLibrary(settings.user_data_dir / "presets")
         renderer = ChatTemplateRenderer()  # shared: it caches compiled templates
         library = ChatTemplateLibrary(settings.user_data_dir / USER_TEMPLATE_TABLE)
@@ -80,7 +85,10 @@ class Services:
                 internal=InternalService(model_engine, presets),
             )
 
-        entry = entry or ModelEntry(engine.info.model_id, Path(engine.info.path), "gguf", 0)
+        if entry is None:
+            if engine is None:
+                raise ValueError("Services.build needs the start-up engine or its entry")
+            entry = ModelEntry(engine.info.model_id, Path(engine.info.path), "gguf", 0)
         offered = model_library or ModelLibrary(settings.model_dir)
         # Each kind's default model: the start-up text model, the embedding model (a 503 on use
         # when it cannot be found, as before), the rerank cross-encoder when one is configured.
@@ -102,6 +110,16 @@ class Services:
             )
             defaults["rerank"] = rerank.id
             extra.append(rerank)
+        for kind, speech in speech_entries(settings).items():  # the bundled Whisper base and hibari voices
+            if isinstance(speech, ModelEntry):
+                defaults[kind] = speech.id
+                extra.append(speech)
+            else:
+                defaults[kind] = speech
+        if settings.image_model:  # a bad folder is a StartupError, not a surprise on first use
+            image = _image_entry(settings)
+            defaults["image"] = image.id
+            extra.append(image)
         models = ModelManager(
             library=ModelLibrary(offered.model_dir, extra=(*extra, *offered.extra)),
             loader=loader if loader is not None else _OtherKindsLoader(settings),
@@ -113,7 +131,8 @@ class Services:
             aliases=settings.model_aliases,
             unknown_to_default=not settings.strict_model_names,
         )
-        models.adopt(entry, engine)
+        if engine is not None:
+            models.adopt(entry, engine)
         embeddings = EmbeddingService(models=models)
         return cls(
             settings=settings,
@@ -122,6 +141,8 @@ class Services:
             moderations=ModerationService(embeddings, threshold=settings.moderation_threshold),
             rerank=RerankService(embeddings, models=models),
             loras=LoraService(models, settings.user_data_dir),
+            audio=AudioService(models),
+            images=ImageService(models),
         )
 
 
@@ -139,6 +160,22 @@ class _OtherKindsLoader:
         if entry.kind == "text":
             raise ServiceUnavailableError(f"the model '{entry.id}' is not loaded and this server cannot load models")
         return load_engine(entry, self.settings, args)
+
+
+def _image_entry(settings: Settings) -> ModelEntry:
+    """--image-model: a name the library knows, or a diffusers folder's path."""
+    from homeport.errors import StartupError
+    from homeport.registry import recognise
+
+    found = ModelLibrary(settings.model_dir).find(settings.image_model)
+    path = Path(settings.image_model).expanduser()
+    if found is None and path.is_dir() and getattr(recognise(path), "kind", None) == "image":
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        found = ModelEntry(path.name, path, "diffusers", size, "image", "diffusers")
+    if found is None or found.kind != "image":
+        raise StartupError(f"--image-model {settings.image_model}: not a diffusers folder (looked for a path, "
+                           f"and in {settings.model_dir})")
+    return found
 
 
 def load_template(settings: Settings, name: str | None, text: str | None) -> ChatTemplate | None:

@@ -3,9 +3,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from homeport.api.routes.deps import with_model
+from homeport.api.routes.deps import services, with_model
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.schemas.completions import CompletionRequest
+from homeport.services.audio.chat_audio import transcribe_audio_parts
 
 router = APIRouter(tags=["generation"])
 
@@ -17,4 +18,5 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
 
 @router.post("/v1/chat/completions", summary="Chat completion (streamed with `stream: true`)")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
+    body = await transcribe_audio_parts(body, services(request).audio)  # input_audio parts → their transcripts
     return await with_model(request, body.model, lambda model: model.chat.create(body))

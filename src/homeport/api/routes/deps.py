@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import Response
 
-from homeport.api.streaming import ClientDisconnected, respond, until_disconnect
+from homeport.api.streaming import OPENAI_SSE, ClientDisconnected, Framing, respond, until_disconnect
 from homeport.services.container import ModelServices, Services
 from homeport.services.reply import Reply
 
@@ -18,10 +18,12 @@ def services(request: Request) -> Services:
 
 
 async def with_model(
-    request: Request, model_name: str | None, call: Callable[[ModelServices], Awaitable[Reply]]
+    request: Request, model_name: str | None, call: Callable[[ModelServices], Awaitable[Reply]],
+    framing: Framing = OPENAI_SSE,
 ) -> Response:
     """Runs `call` on the named model's services (loading it if needed) and keeps the model
-    pinned until the response, streamed or not, is over; a client gone before then cancels it."""
+    pinned until the response, streamed (in the wire format's `framing`) or not, is over; a
+    client gone before then cancels it."""
     models = services(request).models
     model = await models.acquire(model_name)
     try:
@@ -34,9 +36,9 @@ async def with_model(
         raise
     if isinstance(reply.body, dict):
         models.release(model)
-        return respond(reply)
+        return respond(reply, framing)
 
-    async def released_at_end(chunks: AsyncIterator[dict]) -> AsyncIterator[dict]:
+    async def released_at_end(chunks: AsyncIterator) -> AsyncIterator:
         try:
             async for chunk in chunks:
                 yield chunk
@@ -44,4 +46,4 @@ async def with_model(
             await chunks.aclose()
             models.release(model)
 
-    return respond(dataclasses.replace(reply, body=released_at_end(reply.body)))
+    return respond(dataclasses.replace(reply, body=released_at_end(reply.body)), framing)

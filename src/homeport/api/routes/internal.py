@@ -66,7 +66,8 @@ async def model_info(request: Request) -> dict:
     models = services(request).models
     loaded = models.loaded()
     if not loaded:
-        return {"model_name": None, "lora_names": [], "loader": None, "loaded_models": []}
+        return {"model_name": None, "lora_names": [], "loader": None, "loaded_models": [],
+                "loading": models.loads_in_progress()}
     current = loaded[0]
     info = current.engine.info
     return {
@@ -77,7 +78,18 @@ async def model_info(request: Request) -> dict:
         "args": current.engine.effective_args(),
         "generation": dataclasses.asdict(current.engine.stats()),
         "loaded_models": [m.entry.id for m in loaded],
+        "loading": models.loads_in_progress(),  # loads under way: model, kind, progress 0..1 (or None), seconds
+        **_image_progress(models),
     }
+
+
+def _image_progress(models) -> dict:
+    """The loaded image model's running job (step / steps) and the steps it has run since load."""
+    for model in models.loaded("image"):
+        progress = getattr(model.engine, "job_progress", None)
+        if progress is not None:
+            return {"images": {"model": model.entry.id, **progress()}}
+    return {}
 
 
 @admin_router.get("/model/list", summary="Every available model, loaded ones first (admin key)")

@@ -20,12 +20,23 @@ def _card(request: Request, entry: ModelEntry, loaded: LoadedModel | None) -> di
         "format": entry.format,
         "size_bytes": entry.size_bytes,
         "kind": entry.kind,
-        "capabilities": list(entry.capabilities),  # e.g. text_generation, embedding, rerank; [] = none served yet
+        "capabilities": _capabilities(entry, loaded),  # e.g. text_generation, embedding; [] = none served yet
     }
     if loaded is not None and loaded.engine.info.context_length:
         card["context_length"] = loaded.engine.info.context_length
         card["loader"] = loaded.engine.info.loader
     return card
+
+
+def _capabilities(entry: ModelEntry, loaded: LoadedModel | None) -> list[str]:
+    """What the model can do now. `vision` needs a projector, given at load (`mmproj`): it is
+    listed for a loaded model that took one, never for a model not loaded."""
+    found = list(entry.capabilities)
+    if "vision" in found:
+        marker = getattr(loaded.engine, "media_marker", None) if loaded is not None else None
+        if marker is None or marker() is None:
+            found.remove("vision")
+    return found
 
 
 @router.get("/v1/models", summary="Every available model, loaded ones first")

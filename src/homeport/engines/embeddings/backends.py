@@ -3,11 +3,10 @@ models (llama.cpp) and cross-encoder folders. No torch or llama_cpp import here.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from homeport.registry import Backend, check_args_fit
+from homeport.registry import Backend, check_args_fit, json_object
 from homeport.registry.gguf import is_embedding_gguf
 
 if TYPE_CHECKING:
@@ -15,19 +14,12 @@ if TYPE_CHECKING:
     from homeport.settings import Settings
 
 
-def _config(folder: Path) -> dict:
-    try:
-        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
 
 def is_cross_encoder(folder: Path) -> bool:
     """A *ForSequenceClassification model with one label (what a reranker is), with weights."""
     if (folder / "modules.json").is_file():
         return False
-    config = _config(folder)
+    config = json_object(folder / "config.json")
     if not config:
         return False
     architectures = config.get("architectures") or []

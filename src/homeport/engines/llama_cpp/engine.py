@@ -21,6 +21,7 @@ from llama_cpp import _internals
 from llama_cpp import _logger as llama_logger
 from llama_cpp._utils import suppress_stdout_stderr
 
+from homeport.engines import load_progress
 from homeport.engines.base import Grammar, ModelInfo, SamplingParams
 from homeport.engines.llama_cpp.lora import LoraSet
 from homeport.engines.llama_cpp.sampling import grammar_sampler
@@ -106,6 +107,7 @@ class LlamaCppEngine(RuntimeEngine):
             ctx,
             model,
             name=f"llama.cpp:{config.model_id}",
+            model_id=config.model_id,
             n_slots=config.parallel,
             n_batch=n_batch,
             chunk=min(PREFILL_CHUNK, n_batch),
@@ -151,6 +153,9 @@ class LlamaCppEngine(RuntimeEngine):
                 (llama_cpp.LLAMA_LOAD_MODE_MMAP if config.use_mmap else llama_cpp.LLAMA_LOAD_MODE_NONE)
                 | (llama_cpp.LLAMA_LOAD_MODE_MLOCK if config.use_mlock else 0)
             )
+        # llama.cpp reports the share of tensors read; the model manager shows it (load_progress.py).
+        progress = llama_cpp.llama_progress_callback(_report_progress)
+        model_params.progress_callback = progress  # `progress` outlives the load below
         try:
             model = _internals.LlamaModel(path_model=str(config.path), params=model_params, verbose=config.verbose)
         except ValueError:
@@ -326,6 +331,11 @@ class LlamaCppEngine(RuntimeEngine):
                 self._scheduler.clear_cache()
 
         await asyncio.wrap_future(self._scheduler.call_in_thread(apply, exclusive=True))
+
+
+def _report_progress(fraction: float, _user_data: ctypes.c_void_p) -> bool:
+    load_progress.report(fraction)
+    return True  # go on loading
 
 
 def _load_drafter(config: LlamaCppConfig, model: _internals.LlamaModel, context_length: int, n_batch: int,

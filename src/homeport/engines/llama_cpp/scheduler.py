@@ -88,9 +88,10 @@ class Scheduler(GenerationRuntime):
         vision: VisionProjector | None = None,
         draft_max: int = 0,
         draft_min: int = 0,
+        model_id: str = "",
     ) -> None:
         super().__init__(name, parallel=n_slots, context_length=context_length, eog=eog, piece=piece,
-                         top_entries=top_entries)
+                         top_entries=top_entries, model_id=model_id)
         self._ctx = ctx
         self._model = model
         self._memory = ctx.memory
@@ -245,8 +246,7 @@ class Scheduler(GenerationRuntime):
                 seq.send(event)
             if guesses:
                 # The KV keeps the pending token and the drafts the model agreed with.
-                self.counters.draft_tokens += len(guesses)
-                self.counters.draft_accepted += checked
+                self.drafted(len(guesses), checked)
                 # Where drafts keep missing (free sampling, text unlike its context), checking them
                 # only costs: back off exponentially, and start over at the first hit.
                 seq.draft_misses = seq.draft_misses + 1 if checked == 0 else 0

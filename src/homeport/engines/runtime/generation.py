@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
@@ -25,6 +26,7 @@ from homeport.engines.base import GenerationRequest, GenerationStats, SamplingPa
 from homeport.engines.runtime.worker import Job, Worker
 from homeport.engines.text import IncrementalUtf8
 from homeport.errors import EngineError
+from homeport import metrics
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class GenerationJob(Job):
     pending_token: int = -1  # sampled, to be fed to the model at the next step
     decoder: IncrementalUtf8 = field(default_factory=IncrementalUtf8)
     prompt_logprobs: list = field(default_factory=list)  # filled while prefilling, when asked for
+    submitted_at: float = field(default_factory=time.perf_counter)  # for time to first token
+    last_token_at: float = 0.0  # for inter-token latency
 
     def deliver(self, item: object) -> None:
         self.events.put_nowait(item)
@@ -93,8 +97,10 @@ class GenerationRuntime(Worker[GenerationJob]):
         eog: frozenset[int],
         piece: Callable[[int, bool], bytes],  # (token, render special) → its bytes
         top_entries: Callable[[Any, int], TopLogprobs],  # (logprobs row, k) → the k best
+        model_id: str = "",  # the `model` label of its metrics
     ) -> None:
         super().__init__(name)
+        self.model_id = model_id or name
         self.parallel = parallel
         self.context_length = context_length
         self.counters = GenerationCounters()
@@ -179,17 +185,17 @@ class GenerationRuntime(Worker[GenerationJob]):
             waiting.remove(job)
             self.release(job, "cancelled")
             if job.stop_requested.is_set() and not job.cancelled.is_set():
-                self.counters.ended("completed")
+                self.ended("completed")
                 job.send(TokenEvent(token_id=-1, text="", finish_reason="stop"))  # a queued job ends with no text
             else:
-                self.counters.ended("cancelled", 0)
+                self.ended("cancelled", 0)
 
     def reject(self, job: GenerationJob, exc: Exception) -> None:
         if not isinstance(exc, EngineError):  # e.g. a sampler that cannot be built: this request only
             log.error("cannot start a generation: %s", type(exc).__name__)
             exc = EngineError("cannot start generation with these sampling parameters")
         self.release(job, "failed")
-        self.counters.ended("failed")
+        self.ended("failed")
         job.send(exc)
 
     def admit(self, job: GenerationJob) -> None:
@@ -221,11 +227,22 @@ class GenerationRuntime(Worker[GenerationJob]):
             self.release(job, "cancelled")
         super().abandon(jobs)
 
+    def ended(self, outcome: Outcome, produced: int = 0) -> None:
+        self.counters.ended(outcome, produced)
+        metrics.GENERATIONS.labels(self.model_id, outcome).inc()
+
+    def drafted(self, proposed: int, accepted: int) -> None:
+        """Speculative decoding proposed `proposed` draft tokens and the model agreed with `accepted`."""
+        self.counters.draft_tokens += proposed
+        self.counters.draft_accepted += accepted
+        metrics.DRAFTED_TOKENS.labels(self.model_id).inc(proposed)
+        metrics.ACCEPTED_TOKENS.labels(self.model_id).inc(accepted)
+
     def finish(self, job: GenerationJob, running: list[GenerationJob], outcome: Outcome) -> None:
         running.remove(job)
         self.release(job, outcome)
         self.counters.active -= 1
-        self.counters.ended(outcome, job.produced)
+        self.ended(outcome, job.produced)
 
     def complete(self, job: GenerationJob, running: list[GenerationJob], last: object) -> None:
         """Ends a job with its last item (a final event, or a probe's answer). Finished first, sent
@@ -250,6 +267,7 @@ class GenerationRuntime(Worker[GenerationJob]):
         job.produced += 1
         self.counters.tokens_generated += 1
         first = job.produced == 1
+        self._observe_token(job, first)
         extra: dict[str, Any] = {
             "cached_tokens": job.cached if first else 0,
             "prompt_logprobs": tuple(job.prompt_logprobs) if first and request.prompt_logprobs else None,
@@ -265,6 +283,18 @@ class GenerationRuntime(Worker[GenerationJob]):
         if job.produced >= request.max_tokens or used >= self.context_length:
             return TokenEvent(token_id=token, text=text + job.decoder.flush(), finish_reason="length", **extra)
         return TokenEvent(token_id=token, text=text, **extra)
+
+    def _observe_token(self, job: GenerationJob, first: bool) -> None:
+        now = time.perf_counter()
+        model = self.model_id
+        metrics.GENERATED_TOKENS.labels(model).inc()
+        if first:
+            metrics.TIME_TO_FIRST_TOKEN.labels(model).observe(now - job.submitted_at)
+            metrics.PROMPT_TOKENS.labels(model).inc(len(job.request.prompt_tokens))
+            metrics.PREFIX_CACHE_TOKENS.labels(model).inc(job.cached)
+        else:
+            metrics.INTER_TOKEN.labels(model).observe(now - job.last_token_at)
+        job.last_token_at = now
 
     def record_prompt_logprobs(self, job: GenerationJob, start: int, end: int, row: Callable[[int], Any]) -> None:
         """Each prompt token's logprob given the tokens before it (the first token has none), for

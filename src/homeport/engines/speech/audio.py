@@ -99,11 +99,45 @@ def _declared_seconds(data: bytes, container, names: set[str]) -> float | None:
     mp3 without such a frame state no length: a cut there cannot be told from a short file."""
     if "wav" in names:
         return _wav_declared_seconds(data)
+    if "mp3" in names and _mp3_last_frame_cut(data):
+        raise AudioDecodeError("the mp3 file is truncated: its last frame is cut off")
     if names & {"mp3", "matroska", "webm"}:
         if "mp3" in names and not any(tag in data[:8192] for tag in (b"Xing", b"Info", b"VBRI")):
             return None
         return container.duration / 1_000_000 if container.duration else None
     return None
+
+
+_MP3_BITRATES = {1: (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+                 2: (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160)}
+_MP3_RATES = {3: (44100, 48000, 32000), 2: (22050, 24000, 16000), 0: (11025, 12000, 8000)}
+
+
+def _mp3_last_frame_cut(data: bytes) -> bool:
+    """Walks the MPEG layer III frame headers: True when the last frame runs past the end of the
+    data (an upload cut mid-frame, the usual truncation). Anything unexpected (other layers,
+    free format, junk between frames) gives False: FFmpeg's own checks stand then."""
+    pos = 0
+    if data[:3] == b"ID3" and len(data) >= 10:
+        pos = 10 + ((data[6] & 0x7F) << 21 | (data[7] & 0x7F) << 14 | (data[8] & 0x7F) << 7 | (data[9] & 0x7F))
+    end = len(data)
+    if data[-128:-125] == b"TAG":  # an ID3v1 tag at the end
+        end -= 128
+    frames = 0
+    while pos + 4 <= end:
+        b1, b2 = data[pos + 1], data[pos + 2]
+        version, layer = (b1 >> 3) & 3, (b1 >> 1) & 3
+        if data[pos] != 0xFF or b1 & 0xE0 != 0xE0 or version == 1 or layer != 1:
+            return False
+        bitrate_index, rate_index = b2 >> 4, (b2 >> 2) & 3
+        if bitrate_index in (0, 15) or rate_index == 3:
+            return False
+        bitrate = _MP3_BITRATES[1 if version == 3 else 2][bitrate_index] * 1000
+        rate = _MP3_RATES[version][rate_index]
+        length = (144 if version == 3 else 72) * bitrate // rate + ((b2 >> 1) & 1)
+        pos += length
+        frames += 1
+    return frames > 0 and pos > end
 
 
 def _wav_declared_seconds(data: bytes) -> float | None:

@@ -40,6 +40,7 @@ class Word(NamedTuple):
 @dataclass(frozen=True)
 class Segment:
     id: int
+    seek: int  # the decoding window's offset, in 10 ms frames (as OpenAI's verbose_json gives it)
     start: float  # seconds from the start of the audio
     end: float
     text: str
@@ -82,7 +83,7 @@ class Transcript:
         end = min(float(s.end), self.duration)  # Whisper's timestamps step 20 ms and can pass the end
         words = None if s.words is None else tuple(
             Word(min(float(w.start), end), min(float(w.end), end), w.word, float(w.probability)) for w in s.words)
-        return Segment(id=s.id, start=min(float(s.start), end), end=end, text=s.text, tokens=tuple(s.tokens),
+        return Segment(id=s.id, seek=int(s.seek), start=min(float(s.start), end), end=end, text=s.text, tokens=tuple(s.tokens),
                        avg_logprob=float(s.avg_logprob), compression_ratio=float(s.compression_ratio),
                        no_speech_prob=float(s.no_speech_prob), temperature=float(s.temperature or 0.0), words=words)
 

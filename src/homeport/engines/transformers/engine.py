@@ -63,6 +63,7 @@ class TransformersEngine(RuntimeEngine):
             model,
             tokens,
             name=f"transformers:{info.model_id}",
+            model_id=info.model_id,
             device=device,
             parallel=config.parallel,
             context_length=info.context_length,

@@ -44,10 +44,11 @@ class Scheduler(GenerationRuntime):
         context_length: int,
         prefill_chunk: int,
         eog: frozenset[int],
+        model_id: str = "",
     ) -> None:
         super().__init__(name, parallel=parallel, context_length=context_length, eog=eog,
                          piece=lambda token, special: tokens.piece(token, render_special=special),
-                         top_entries=top_entries)
+                         top_entries=top_entries, model_id=model_id)
         self.model = model  # None once the engine is closed (frees its memory)
         self._device = device
         self._chunk = prefill_chunk

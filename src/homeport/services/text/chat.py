@@ -1,4 +1,5 @@
-"""`/v1/chat/completions`: messages → the model's prompt → an assistant message (streamed or whole)."""
+"""The chat pipeline: a conversation → the model's prompt → its reply, as OpenAI chat bodies and
+chunks (`/v1/chat/completions`) or as neutral events for the other wire adapters (services/wire)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,14 @@ from homeport.services.engine_input import engine_input_from
 from homeport.services.ids import new_id, now
 from homeport.services.reply import Reply
 from homeport.services.text import generation
-from homeport.services.text.chat_output import DeltaAssembler, assemble_message, finish_reason_for, parser_for_plan
+from homeport.services.text.chat_output import (
+    DeltaAssembler,
+    EventAssembler,
+    assemble_message,
+    finish_reason_for,
+    parser_for_plan,
+)
+from homeport.services.text.events import Event, Finish, UsageReport
 from homeport.services.text.generation import PreparedGeneration, Usage, debug_log
 from homeport.services.text.logprobs import LogprobFormatter
 from homeport.services.text.presets import PresetLibrary
@@ -46,6 +54,37 @@ class ChatService:
         self.media = media  # whether image URLs are fetched (--allow-remote-media), and from where
 
     async def create(self, request: ChatCompletionRequest) -> Reply:
+        """The OpenAI chat adapter: a chat completion body, or its chunks."""
+        ready = await self._prepare(request)
+        request, choices, output, sampling = ready.request, ready.choices, ready.output, ready.sampling
+        formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
+        if request.stream:
+            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+            return Reply(self._stream(ready.response_id, choices, formatter, output, include_usage), sampling.headers())
+        return Reply(await self._complete(ready.response_id, choices, formatter, output), sampling.headers())
+
+    async def turn(self, request: ChatCompletionRequest) -> ChatTurn:
+        """One generation as neutral events, for the other wire adapters (Anthropic Messages, OpenAI
+        Responses). Everything that can be refused is refused here, before any event."""
+        ready = await self._prepare(request)
+        client_stops = tuple(request.stop_strings())
+        events = self._events(ready.choices[0], ready.output, client_stops)
+        return ChatTurn(
+            events=events,
+            headers=ready.sampling.headers(),
+            model=self.engine.info.model_id,
+            prompt_tokens=len(ready.choices[0].request.prompt_tokens),
+        )
+
+    async def count_tokens(self, request: ChatCompletionRequest) -> int:
+        """How many tokens the request's prompt is, as it would be generated from."""
+        request = self.presets.apply(request)
+        plan = plan_tools(request)
+        built = await self._build_prompt(request, plan)
+        tokens, _ = await self._prompt_tokens(request, built.text)
+        return len(tokens)
+
+    async def _prepare(self, request: ChatCompletionRequest) -> _Ready:
         request = self.presets.apply(request)
         if request.top_logprobs is not None and not request.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
@@ -72,15 +111,30 @@ class ChatService:
             media=media,
         )
         choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
-        formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
         model_parser = parser_for(built.template_source, self.engine.info.model_id)
         output = _Output(
             starts_in_reasoning=built.starts_in_reasoning, plan=plan, parser=parser_for_plan(plan, model_parser)
         )
-        if request.stream:
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
-            return Reply(self._stream(response_id, choices, formatter, output, include_usage), sampling.headers())
-        return Reply(await self._complete(response_id, choices, formatter, output), sampling.headers())
+        return _Ready(request, response_id, choices, output, sampling)
+
+    async def _events(
+        self, prepared: PreparedGeneration, output: _Output, client_stops: tuple[str, ...]
+    ) -> AsyncIterator[Event]:
+        usage = Usage()
+        assembler = EventAssembler(
+            starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser
+        )
+        async with aclosing(generation.run(self.engine, prepared, usage)) as deltas:
+            async for delta in deltas:
+                for event in assembler.feed(delta.text):
+                    yield event
+                if delta.finish_reason is not None:
+                    for event in assembler.finish():
+                        yield event
+                    reason = "tool_calls" if assembler.called_tools else delta.finish_reason
+                    stop = delta.stop_sequence if delta.stop_sequence in client_stops else None
+                    yield Finish(reason=reason, stop_sequence=stop)
+        yield UsageReport(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
 
     async def _build_prompt(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> BuiltPrompt:
         """The prompt, with the oldest turns dropped when the history does not fit the context
@@ -185,6 +239,25 @@ class ChatService:
                     yield chunk(index, {}, finish)
         if include_usage:
             yield {**envelope, "choices": [], "usage": usage.to_dict()}
+
+
+@dataclass(frozen=True)
+class ChatTurn:
+    """A validated generation: its neutral events (events.py), to be consumed once."""
+
+    events: AsyncIterator[Event]
+    headers: dict[str, str]
+    model: str
+    prompt_tokens: int
+
+
+@dataclass(frozen=True)
+class _Ready:
+    request: ChatCompletionRequest  # with its preset applied
+    response_id: str
+    choices: list[PreparedGeneration]
+    output: _Output
+    sampling: Sampling
 
 
 @dataclass(frozen=True)

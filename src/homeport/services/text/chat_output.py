@@ -1,8 +1,16 @@
-"""The model's raw chat output → OpenAI's assistant message: reasoning, content and tool calls,
-whole or as stream deltas."""
+"""The model's raw chat output → neutral events (reasoning, content and tool calls), and the OpenAI
+chat adapter's assistant message and stream deltas made from them."""
 
 from __future__ import annotations
 
+from homeport.services.text.events import (
+    Event,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallDone,
+    ToolCallStarted,
+)
 from homeport.services.text.reasoning import ReasoningStream, split_reasoning
 from homeport.services.text.tool_calls import ToolCall, ToolCallParser, ToolCallStream
 from homeport.services.text.tool_calls.forced import ForcedCallParser
@@ -48,57 +56,93 @@ def finish_reason_for(called_tools: bool, plan: ToolPlan | None, generated: str)
     return "function_call" if plan is not None and plan.legacy else "tool_calls"
 
 
-class DeltaAssembler:
+class EventAssembler:
     """Feeds generated text through reasoning separation and tool-call parsing; returns the
-    OpenAI `delta` objects to send for it."""
+    neutral events (events.py) it amounts to, as soon as each is certain."""
 
     def __init__(self, *, starts_in_reasoning: bool, plan: ToolPlan | None, parser: ToolCallParser | None) -> None:
         self._reasoning = ReasoningStream(starts_in_reasoning=starts_in_reasoning)
         self._calls: ToolCallStream | None = parser.stream(plan.names) if parser and plan else None
         self._parallel = plan.parallel if plan else True
-        self._legacy = plan.legacy if plan else False
+        self._open: dict[int, list] = {}  # index -> [id, name, arguments so far]
         self.called_tools = False
 
-    def feed(self, text: str) -> list[dict]:
-        return self._deltas(*self._reasoning.feed(text), final=False)
+    def feed(self, text: str) -> list[Event]:
+        return self._events(*self._reasoning.feed(text), final=False)
 
-    def finish(self) -> list[dict]:
-        return self._deltas(*self._reasoning.finish(), final=True)
+    def finish(self) -> list[Event]:
+        events = self._events(*self._reasoning.finish(), final=True)
+        for index, (call_id, name, arguments) in sorted(self._open.items()):
+            events.append(ToolCallDone(index=index, id=call_id or "", name=name or "", arguments=arguments))
+        self._open.clear()
+        return events
 
-    def _deltas(self, reasoning: str, content: str, *, final: bool) -> list[dict]:
-        deltas: list[dict] = []
+    def _events(self, reasoning: str, content: str, *, final: bool) -> list[Event]:
+        events: list[Event] = []
         if reasoning:
-            deltas.append({"reasoning_content": reasoning, "reasoning": reasoning})
+            events.append(ReasoningDelta(reasoning))
         if self._calls is None:
             if content:
-                deltas.append({"content": content})
-            return deltas
+                events.append(TextDelta(content))
+            return events
         parts = [self._calls.feed(content)] if content else []
         if final:
             parts.append(self._calls.finish())
         for part in parts:
             if part.content:
-                deltas.append({"content": part.content})
-            calls = [c for c in part.tool_calls if self._parallel or c.index == 0]
-            if calls:
+                events.append(TextDelta(part.content))
+            for call in part.tool_calls:
+                if not (self._parallel or call.index == 0):
+                    continue
                 self.called_tools = True
-                for call in calls:
-                    # As OpenAI streams them: the id and name first, then the arguments.
-                    opening, arguments = self._call_deltas(call)
-                    for item in (opening, arguments):
-                        if item is not None:
-                            deltas.append({"function_call": item["function"]} if self._legacy else {"tool_calls": [item]})
+                # As OpenAI streams them: the id and name first, then the arguments.
+                state = self._open.setdefault(call.index, [None, None, ""])
+                if call.id is not None or call.name is not None:
+                    state[0] = call.id if call.id is not None else state[0]
+                    state[1] = call.name if call.name is not None else state[1]
+                    events.append(ToolCallStarted(index=call.index, id=call.id, name=call.name))
+                if call.arguments:
+                    state[2] += call.arguments
+                    events.append(ToolCallArgumentsDelta(index=call.index, arguments=call.arguments))
+        return events
+
+
+class DeltaAssembler:
+    """The OpenAI chat adapter's stream side: neutral events → the `delta` objects to send."""
+
+    def __init__(self, *, starts_in_reasoning: bool, plan: ToolPlan | None, parser: ToolCallParser | None) -> None:
+        self._events = EventAssembler(starts_in_reasoning=starts_in_reasoning, plan=plan, parser=parser)
+        self._legacy = plan.legacy if plan else False
+
+    @property
+    def called_tools(self) -> bool:
+        return self._events.called_tools
+
+    def feed(self, text: str) -> list[dict]:
+        return self._deltas(self._events.feed(text))
+
+    def finish(self) -> list[dict]:
+        return self._deltas(self._events.finish())
+
+    def _deltas(self, events: list[Event]) -> list[dict]:
+        deltas: list[dict] = []
+        for event in events:
+            if isinstance(event, ReasoningDelta):
+                deltas.append({"reasoning_content": event.text, "reasoning": event.text})
+            elif isinstance(event, TextDelta):
+                deltas.append({"content": event.text})
+            elif isinstance(event, (ToolCallStarted, ToolCallArgumentsDelta)):
+                item = self._call_delta(event)
+                deltas.append({"function_call": item["function"]} if self._legacy else {"tool_calls": [item]})
         return deltas
 
     @staticmethod
-    def _call_deltas(delta) -> tuple[dict | None, dict | None]:
-        """(the opening delta with id and name and empty arguments, the arguments delta)."""
-        opening = None
-        if delta.id is not None or delta.name is not None:
-            opening = {"index": delta.index, "function": {"arguments": ""}}
-            if delta.id is not None:
-                opening.update(id=delta.id, type="function")
-            if delta.name is not None:
-                opening["function"]["name"] = delta.name
-        arguments = {"index": delta.index, "function": {"arguments": delta.arguments}} if delta.arguments else None
-        return opening, arguments
+    def _call_delta(event: ToolCallStarted | ToolCallArgumentsDelta) -> dict:
+        if isinstance(event, ToolCallArgumentsDelta):
+            return {"index": event.index, "function": {"arguments": event.arguments}}
+        opening: dict = {"index": event.index, "function": {"arguments": ""}}
+        if event.id is not None:
+            opening.update(id=event.id, type="function")
+        if event.name is not None:
+            opening["function"]["name"] = event.name
+        return opening

@@ -44,6 +44,7 @@ class TextDelta:
     finish_reason: str | None = None
     tokens: tuple[TokenEvent, ...] = ()  # with logprobs: the tokens consumed since the last delta
     prompt_logprobs: tuple | None = None  # on the first delta, when prompt logprobs were asked for
+    stop_sequence: str | None = None  # on the last delta: the stop string that ended it, if one did
 
 
 @dataclass(frozen=True)
@@ -198,7 +199,7 @@ async def run(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) ->
             finish = "stop" if stopped else event.finish_reason
             if finish is not None:
                 tail = "" if stopped else matcher.flush()
-                yield TextDelta(text + tail, finish, tuple(pending), prompt_logprobs)
+                yield TextDelta(text + tail, finish, tuple(pending), prompt_logprobs, matcher.matched)
                 return
             if text:
                 yield TextDelta(text, None, tuple(pending), prompt_logprobs)

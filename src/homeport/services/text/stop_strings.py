@@ -15,6 +15,7 @@ class StopMatcher:
     def __init__(self, stops: Iterable[str]) -> None:
         self._stops = tuple(dict.fromkeys(s for s in stops if s))
         self._held = ""
+        self.matched: str | None = None  # the stop string that was reached
 
     def push(self, text: str) -> tuple[str, bool]:
         """Returns (text safe to emit, whether a stop string was reached)."""
@@ -24,7 +25,9 @@ class StopMatcher:
         hits = [i for i in (buffer.find(s) for s in self._stops) if i >= 0]
         if hits:
             self._held = ""
-            return buffer[: min(hits)], True
+            at = min(hits)
+            self.matched = next(s for s in self._stops if buffer.find(s) == at)
+            return buffer[:at], True
         hold = max((self._partial_suffix(buffer, stop) for stop in self._stops), default=0)
         cut = len(buffer) - hold
         self._held = buffer[cut:]

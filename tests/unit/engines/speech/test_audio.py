@@ -127,3 +127,13 @@ def test_max_seconds():
     assert len(decode_audio(data, max_seconds=5)) > 0
     with pytest.raises(AudioDecodeError, match="longer than"):
         decode_audio(data, max_seconds=1)
+
+
+def test_a_streamed_mp3_cut_mid_frame_is_truncated():
+    # a streamed mp3 has no Xing header with its length: the cut shows in the last frame's header
+    encoder = AudioEncoder("mp3")
+    mp3 = encoder.feed(tone(2.0)) + encoder.finish()
+    assert decode_audio(mp3).size > 0
+    first_frame = 72 * 64_000 // 24_000  # MPEG-2 layer III at 64 kb/s, 24 kHz
+    with pytest.raises(AudioDecodeError, match="truncated"):
+        decode_audio(mp3[: first_frame * 5 + 17])

@@ -1,0 +1,92 @@
+"""Stored Responses in SQLite: each response with its input items and the conversation it ends,
+written in one transaction (all of it or none of it), in WAL mode so readers never wait on the
+writer. Calls block: the service runs them in threads; each opens its own connection."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    created_at INTEGER NOT NULL,
+    body TEXT NOT NULL,          -- the response object as served
+    conversation TEXT NOT NULL   -- every item up to and including its output (previous_response_id)
+);
+CREATE TABLE IF NOT EXISTS input_items (
+    response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (response_id, position)
+);
+"""
+
+
+class ResponseStore:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(_SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=30)
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never corrupt
+        return conn
+
+    def put(self, response: dict, input_items: list[dict], conversation: list[dict]) -> None:
+        conn = self._connect()
+        try:
+            with conn:  # one transaction: the response appears whole or not at all
+                conn.execute("DELETE FROM responses WHERE id = ?", (response["id"],))
+                conn.execute(
+                    "INSERT INTO responses (id, created_at, body, conversation) VALUES (?, ?, ?, ?)",
+                    (response["id"], response["created_at"], json.dumps(response), json.dumps(conversation)),
+                )
+                conn.executemany(
+                    "INSERT INTO input_items (response_id, position, item_id, body) VALUES (?, ?, ?, ?)",
+                    [(response["id"], i, item["id"], json.dumps(item)) for i, item in enumerate(input_items)],
+                )
+        finally:
+            conn.close()
+
+    def get(self, response_id: str) -> dict | None:
+        row = self._one("SELECT body FROM responses WHERE id = ?", response_id)
+        return json.loads(row[0]) if row else None
+
+    def conversation(self, response_id: str) -> list[dict] | None:
+        row = self._one("SELECT conversation FROM responses WHERE id = ?", response_id)
+        return json.loads(row[0]) if row else None
+
+    def input_items(self, response_id: str) -> list[dict] | None:
+        """The response's input items in order; None when there is no such response."""
+        conn = self._connect()
+        try:
+            if conn.execute("SELECT 1 FROM responses WHERE id = ?", (response_id,)).fetchone() is None:
+                return None
+            rows = conn.execute(
+                "SELECT body FROM input_items WHERE response_id = ? ORDER BY position", (response_id,)
+            ).fetchall()
+        finally:
+            conn.close()
+        return [json.loads(row[0]) for row in rows]
+
+    def delete(self, response_id: str) -> bool:
+        conn = self._connect()
+        try:
+            with conn:
+                return conn.execute("DELETE FROM responses WHERE id = ?", (response_id,)).rowcount > 0
+        finally:
+            conn.close()
+
+    def _one(self, sql: str, *args) -> tuple | None:
+        conn = self._connect()
+        try:
+            return conn.execute(sql, args).fetchone()
+        finally:
+            conn.close()

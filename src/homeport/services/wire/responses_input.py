@@ -1,0 +1,216 @@
+"""The OpenAI Responses adapter, request side: `input` items (and the stored conversation that
+`previous_response_id` names) → the chat pipeline's conversation, tools and output format."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from homeport.errors import InvalidRequestError
+from homeport.schemas.chat import ChatCompletionRequest
+from homeport.schemas.responses import ResponsesRequest
+
+
+def item_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+def input_items(body: ResponsesRequest) -> list[dict]:
+    """The request's input as stored items, each with an id (as `input_items` lists them)."""
+    if isinstance(body.input, str):
+        return [_message("user", body.input)]
+    return [_item(raw, f"input[{i}]") for i, raw in enumerate(body.input)]
+
+
+def _message(role: str, content: Any, where: str = "input", raw: dict | None = None) -> dict:
+    kind = "output_text" if role == "assistant" else "input_text"
+    if isinstance(content, str):
+        parts = [{"type": kind, "text": content, **({"annotations": []} if kind == "output_text" else {})}]
+    elif isinstance(content, list):
+        parts = [_part(p, f"{where}.content[{j}]") for j, p in enumerate(content)]
+    else:
+        raise InvalidRequestError("a message's content must be a string or a list of parts", param=f"{where}.content")
+    return {
+        "id": (raw or {}).get("id") or item_id("msg"),
+        "type": "message",
+        "role": role,
+        "content": parts,
+        "status": "completed",
+    }
+
+
+def _part(part: Any, where: str) -> dict:
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind in ("input_text", "output_text", "text") and isinstance(part.get("text"), str):
+        if kind == "output_text":
+            return {"type": "output_text", "text": part["text"], "annotations": part.get("annotations") or []}
+        return {"type": "input_text", "text": part["text"]}
+    if kind == "input_image" and isinstance(part.get("image_url"), str):
+        return {"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"}
+    raise InvalidRequestError(
+        "a content part must be input_text, output_text or input_image (with image_url)", param=where
+    )
+
+
+def _item(raw: Any, where: str) -> dict:
+    if not isinstance(raw, dict):
+        raise InvalidRequestError("each input item must be an object", param=where)
+    kind = raw.get("type", "message")
+    if kind == "message":
+        role = raw.get("role")
+        if role not in ("user", "assistant", "system", "developer"):
+            raise InvalidRequestError(
+                "a message's role must be user, assistant, system or developer", param=f"{where}.role"
+            )
+        return _message(role, raw.get("content"), where, raw)
+    if kind == "function_call":
+        for field in ("call_id", "name", "arguments"):
+            if not isinstance(raw.get(field), str):
+                raise InvalidRequestError(f"a function_call needs a string {field}", param=f"{where}.{field}")
+        return {
+            "id": raw.get("id") or item_id("fc"),
+            "type": "function_call",
+            "call_id": raw["call_id"],
+            "name": raw["name"],
+            "arguments": raw["arguments"],
+            "status": "completed",
+        }
+    if kind == "function_call_output":
+        output = raw.get("output")
+        if isinstance(output, list):
+            output = "\n".join(p.get("text", "") for p in output if isinstance(p, dict))
+        if not isinstance(raw.get("call_id"), str) or not isinstance(output, str):
+            raise InvalidRequestError("a function_call_output needs call_id and output strings", param=where)
+        return {
+            "id": raw.get("id") or item_id("fco"),
+            "type": "function_call_output",
+            "call_id": raw["call_id"],
+            "output": output,
+            "status": "completed",
+        }
+    if kind == "reasoning":
+        return {
+            "id": raw.get("id") or item_id("rs"),
+            "type": "reasoning",
+            "summary": raw.get("summary") or [],
+            "content": raw.get("content") or [],
+        }
+    if kind == "item_reference":
+        raise InvalidRequestError(
+            "item_reference inputs are not supported; use previous_response_id", param=f"{where}.type"
+        )
+    raise InvalidRequestError(f"input items of type {kind!r} are not supported", param=f"{where}.type")
+
+
+def to_chat(body: ResponsesRequest, conversation: list[dict]) -> ChatCompletionRequest:
+    """The chat pipeline's request for this turn; `conversation`: every item so far, this input last."""
+    messages: list[dict] = [{"role": "system", "content": body.instructions}] if body.instructions else []
+    reasoning: list[str] = []
+    for item in conversation:
+        kind = item["type"]
+        if kind == "reasoning":
+            reasoning += [
+                p.get("text", "") for p in [*item.get("content", []), *item.get("summary", [])] if isinstance(p, dict)
+            ]
+        elif kind == "function_call":
+            call = {
+                "id": item["call_id"],
+                "type": "function",
+                "function": {"name": item["name"], "arguments": item["arguments"]},
+            }
+            last = messages[-1] if messages else None
+            if last is None or last["role"] != "assistant":
+                last = {"role": "assistant", "content": None}
+                messages.append(last)
+            last.setdefault("tool_calls", []).append(call)
+        elif kind == "function_call_output":
+            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+        else:
+            messages.append(_chat_message(item))
+        if messages and messages[-1]["role"] == "assistant" and reasoning:
+            messages[-1]["reasoning_content"] = "\n".join(reasoning)
+            reasoning = []
+    if not any(m["role"] != "system" for m in messages):
+        raise InvalidRequestError("input must hold at least one message", param="input")
+    fields: dict[str, Any] = {
+        "model": body.model,
+        "messages": messages,
+        "parallel_tool_calls": body.parallel_tool_calls,
+    }
+    if body.tools:
+        fields["tools"] = [_tool(tool, i) for i, tool in enumerate(body.tools)]
+    if body.tool_choice is not None:
+        fields["tool_choice"] = _tool_choice(body.tool_choice)
+    if body.max_output_tokens is not None:
+        fields["max_tokens"] = body.max_output_tokens
+    for name in ("temperature", "top_p"):
+        if getattr(body, name) is not None:
+            fields[name] = getattr(body, name)
+    fields["response_format"] = _response_format(body.text)
+    effort = (body.reasoning or {}).get("effort")
+    if effort is not None:
+        fields["reasoning_effort"] = effort
+        fields["enable_thinking"] = effort != "none"
+    return ChatCompletionRequest.model_validate(fields)
+
+
+def _chat_message(item: dict) -> dict:
+    role = item["role"]
+    parts = []
+    for part in item["content"]:
+        if part["type"] == "input_image":
+            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        else:
+            parts.append({"type": "text", "text": part["text"]})
+    if role == "assistant":
+        return {"role": "assistant", "content": "".join(p.get("text", "") for p in parts)}
+    return {"role": role, "content": parts}
+
+
+def _tool(tool: dict, index: int) -> dict:
+    if not isinstance(tool, dict) or tool.get("type") != "function":
+        kind = tool.get("type") if isinstance(tool, dict) else None
+        raise InvalidRequestError(
+            f"tool type {kind!r} is a built-in tool homeport cannot run; only function tools are supported",
+            param=f"tools[{index}].type",
+        )
+    function = {
+        "name": tool.get("name"),
+        "description": tool.get("description") or "",
+        "parameters": tool.get("parameters"),
+    }
+    return {"type": "function", "function": function}
+
+
+def _tool_choice(choice: str | dict) -> str | dict:
+    if isinstance(choice, str):
+        return choice
+    if choice.get("type") == "function":
+        return {"type": "function", "function": {"name": choice.get("name")}}
+    raise InvalidRequestError("tool_choice must be auto, none, required or {type: function, name}", param="tool_choice")
+
+
+def _response_format(text: dict | None) -> dict | None:
+    fmt = (text or {}).get("format")
+    if not fmt or fmt.get("type") == "text":
+        return None
+    if fmt.get("type") == "json_object":
+        return {"type": "json_object"}
+    if fmt.get("type") == "json_schema":
+        schema = {"name": fmt.get("name"), "schema": fmt.get("schema"), "strict": fmt.get("strict")}
+        return {"type": "json_schema", "json_schema": schema}
+    raise InvalidRequestError("text.format.type must be text, json_object or json_schema", param="text.format.type")
+
+
+def echoed_tools(body: ResponsesRequest) -> list[dict]:
+    """The tools as the response object lists them."""
+    return [
+        {
+            "type": "function",
+            "name": t.get("name"),
+            "description": t.get("description"),
+            "parameters": t.get("parameters"),
+            "strict": t.get("strict", True),
+        }
+        for t in body.tools or []
+    ]

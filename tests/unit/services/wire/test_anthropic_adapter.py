@@ -1,0 +1,171 @@
+"""The Anthropic adapter on scripted neutral events and requests: stream events and the message
+validate with the `anthropic` SDK's own types (strict), requests map onto the chat pipeline."""
+
+from __future__ import annotations
+
+import json
+
+import pydantic
+import pytest
+from anthropic.types import Message, RawMessageStreamEvent
+
+from homeport.errors import HomeportError, InvalidRequestError, ServiceUnavailableError
+from homeport.schemas.anthropic import MessagesRequest
+from homeport.services.text.events import (
+    Finish,
+    ReasoningDelta,
+    TextDelta,
+    ToolCallArgumentsDelta,
+    ToolCallDone,
+    ToolCallStarted,
+    UsageReport,
+)
+from homeport.services.wire.anthropic import MessageAssembler, error_envelope, to_chat
+
+EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
+
+
+def _assemble(neutral):
+    assembler = MessageAssembler("model-x", 7)
+    pairs = assembler.start()
+    for event in neutral:
+        pairs += assembler.feed(event)
+    return assembler.message, pairs
+
+
+def test_thinking_text_and_tool_use_stream_as_anthropic_does():
+    message, pairs = _assemble(
+        [
+            ReasoningDelta("hmm"),
+            TextDelta("Let me check."),
+            ToolCallStarted(0, "toolu_1", "get_weather"),
+            ToolCallArgumentsDelta(0, '{"city": '),
+            ToolCallArgumentsDelta(0, '"Paris"}'),
+            ToolCallDone(0, "toolu_1", "get_weather", '{"city": "Paris"}'),
+            Finish("tool_calls"),
+            UsageReport(7, 9, cached_tokens=4),
+        ]
+    )
+    for name, data in pairs:
+        assert data["type"] == name
+        if name != "ping":
+            EVENTS.validate_python(data, strict=True)
+    Message.model_validate(message, strict=True)
+    names = [name for name, _ in pairs]
+    assert names == [
+        "message_start",
+        "ping",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_stop",
+        "content_block_start",
+        "content_block_delta",
+        "content_block_delta",
+        "content_block_stop",
+        "message_delta",
+        "message_stop",
+    ]
+    assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use"]
+    assert message["content"][2]["input"] == {"city": "Paris"}
+    assert message["stop_reason"] == "tool_use"
+    assert message["usage"] == {
+        "input_tokens": 3,
+        "output_tokens": 9,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 4,
+    }
+
+
+@pytest.mark.parametrize(
+    "finish, reason",
+    [(Finish("stop"), "end_turn"), (Finish("length"), "max_tokens"), (Finish("stop", "END"), "stop_sequence")],
+)
+def test_stop_reasons(finish, reason):
+    message, _ = _assemble([TextDelta("x"), finish, UsageReport(1, 1)])
+    assert message["stop_reason"] == reason
+    Message.model_validate(message, strict=True)
+
+
+def test_request_maps_onto_the_chat_pipeline():
+    body = MessagesRequest.model_validate(
+        {
+            "model": "m",
+            "max_tokens": 200,
+            "system": [{"type": "text", "text": "Be brief."}],
+            "stop_sequences": ["END"],
+            "top_k": 5,
+            "thinking": {"type": "enabled", "budget_tokens": 100},
+            "tools": [{"name": "f", "input_schema": {"type": "object"}}],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "hi"},
+                        {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "AAAA"}},
+                    ],
+                },
+                {
+                    "role": "assistant",
+                    "content": [
+                        {"type": "thinking", "thinking": "t", "signature": ""},
+                        {"type": "tool_use", "id": "u1", "name": "f", "input": {"a": 1}},
+                    ],
+                },
+                {
+                    "role": "user",
+                    "content": [{"type": "tool_result", "tool_use_id": "u1", "content": "bad", "is_error": True}],
+                },
+            ],
+        }
+    )
+    chat = to_chat(body)
+    roles = [m.role for m in chat.messages]
+    assert roles == ["system", "user", "assistant", "tool"]
+    assert chat.messages[1].content[1].image_url["url"] == "data:image/png;base64,AAAA"
+    assert json.loads(chat.messages[2].tool_calls[0]["function"]["arguments"]) == {"a": 1}
+    assert chat.messages[2].model_extra["reasoning_content"] == "t"
+    assert chat.messages[3].content == "Error: bad" and chat.messages[3].tool_call_id == "u1"
+    assert chat.tool_choice == "required" and chat.parallel_tool_calls is False
+    assert chat.max_tokens == 200 and chat.stop_strings() == ["END"] and chat.top_k == 5 and chat.enable_thinking
+
+
+def test_server_tools_are_refused_by_name():
+    body = MessagesRequest.model_validate(
+        {
+            "max_tokens": 5,
+            "messages": [{"role": "user", "content": "x"}],
+            "tools": [{"type": "web_search_20250305", "name": "web_search"}],
+        }
+    )
+    with pytest.raises(InvalidRequestError) as refused:
+        to_chat(body)
+    assert refused.value.param == "tools[0].type"
+
+
+@pytest.mark.parametrize(
+    "error, status, kind",
+    [
+        (InvalidRequestError("x"), 400, "invalid_request_error"),
+        (ServiceUnavailableError("busy"), 529, "overloaded_error"),
+        (HomeportError("boom"), 500, "api_error"),
+    ],
+)
+def test_error_envelope(error, status, kind):
+    assert error_envelope(error) == (status, {"type": "error", "error": {"type": kind, "message": error.message}})
+
+
+def test_a_thinking_budget_must_fit_under_max_tokens():
+    body = MessagesRequest.model_validate(
+        {
+            "max_tokens": 50,
+            "messages": [{"role": "user", "content": "x"}],
+            "thinking": {"type": "enabled", "budget_tokens": 50},
+        }
+    )
+    with pytest.raises(InvalidRequestError) as refused:
+        to_chat(body)
+    assert refused.value.param == "thinking.budget_tokens"

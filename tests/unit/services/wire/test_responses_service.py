@@ -1,0 +1,87 @@
+"""ResponsesService on a scripted chat turn and a real SQLite store: background runs are polled,
+re-streamed from `starting_after` and cancelled (even before they start), and end up stored."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from homeport.errors import NotFoundError
+from homeport.schemas.responses import ResponsesRequest
+from homeport.services.state.responses_store import ResponseStore
+from homeport.services.text.chat import ChatTurn
+from homeport.services.text.events import Finish, TextDelta, UsageReport
+from homeport.services.wire.responses import ResponsesService
+
+
+class FakeChat:
+    def __init__(self, words: int, pause: float = 0.0) -> None:
+        self.words, self.pause = words, pause
+        self.requests = []
+
+    async def turn(self, request) -> ChatTurn:
+        self.requests.append(request)
+
+        async def events():
+            for i in range(self.words):
+                await asyncio.sleep(self.pause)
+                yield TextDelta(f"w{i} ")
+            yield Finish("stop")
+            yield UsageReport(3, self.words)
+
+        return ChatTurn(events=events(), headers={}, model="fake", prompt_tokens=3)
+
+
+def _body(**fields) -> ResponsesRequest:
+    return ResponsesRequest.model_validate({"input": "hi", **fields})
+
+
+@pytest.fixture
+def service(tmp_path):
+    return ResponsesService(ResponseStore(tmp_path / "state.db"))
+
+
+async def test_background_run_is_polled_restreamed_and_stored(service):
+    released = []
+    queued, _ = await service.create(
+        FakeChat(3), _body(background=True), release=lambda: released.append(1)
+    )
+    assert queued["status"] == "queued"
+    replay = await service.stream_again(queued["id"], 1)
+    events = [data async for _, data in replay]
+    assert events[0]["sequence_number"] == 2 and events[-1]["type"] == "response.completed"
+    stored = await service.retrieve(queued["id"])
+    assert stored["status"] == "completed" and released == [1]
+    assert service.store.get(queued["id"])["output"][0]["content"][0]["text"] == "w0 w1 w2 "
+
+
+async def test_cancel_before_and_during_a_run(service):
+    for pause in (0.0, 0.01):
+        released = []
+        queued, _ = await service.create(
+            FakeChat(1000, pause), _body(background=True), release=lambda sink=released: sink.append(1)
+        )
+        if pause:
+            await asyncio.sleep(0.05)
+        cancelled = await service.cancel(queued["id"])
+        assert cancelled["status"] == "cancelled" and released == [1]
+        assert service.store.get(queued["id"])["status"] == "cancelled"
+
+
+async def test_previous_response_id_rebuilds_the_conversation(service):
+    chat = FakeChat(2)
+    first, _ = await service.create(chat, _body(instructions="sys"))
+    await service.create(chat, _body(input="again", previous_response_id=first["id"]))
+    roles = [
+        (m.role, m.content if isinstance(m.content, str) else m.content[0].text) for m in chat.requests[1].messages
+    ]
+    assert roles == [("user", "hi"), ("assistant", "w0 w1 "), ("user", "again")]  # instructions are not carried over
+    with pytest.raises(NotFoundError):
+        await service.create(chat, _body(previous_response_id="resp_nope"))
+
+
+async def test_unstored_responses_are_not_kept(service):
+    response, _ = await service.create(FakeChat(1), _body(store=False))
+    with pytest.raises(NotFoundError):
+        await service.retrieve(response["id"])
