@@ -114,6 +114,19 @@ def test_edit_with_mask_changes_the_masked_area_more(server, spec):
     assert len(plain.data) == 2
 
 
+def test_fields_with_no_effect_are_named_in_a_header(server):
+    client = server.openai()
+    raw = client.images.with_raw_response.generate(prompt="a boat", quality="high", background="transparent",
+                                                   **SMALL)
+    assert raw.headers["x-homeport-ignored-parameters"] == "quality, background"
+    neutral = client.images.with_raw_response.generate(prompt="a boat", background="auto", **SMALL)
+    assert "x-homeport-ignored-parameters" not in neutral.headers
+    source = _png(Image.new("RGB", (64, 64), (90, 120, 200)))
+    two = client.images.with_raw_response.edit(image=[("a.png", source), ("b.png", source)], prompt="a boat",
+                                               size="64x64", extra_body={"steps": 2})
+    assert two.headers["x-homeport-ignored-parameters"] == "image"
+
+
 def test_edit_bad_images(server):
     with server.http() as http:
         bad = http.post("/v1/images/edits", files={"image": ("x.png", b"not an image")}, data={"prompt": "x"})

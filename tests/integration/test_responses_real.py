@@ -110,16 +110,19 @@ def test_function_call_and_output_round_trip(client):
 
 
 def test_streamed_function_call_arguments_concatenate(client):
+    # Greedy and one call: a sampled 135M model sometimes starts a second call that the token
+    # limit then cuts off with no arguments yet.
     with client.responses.stream(
-        model="m", input="Weather in Oslo?", tools=[WEATHER], max_output_tokens=60, tool_choice="required"
+        model="m", input="Weather in Oslo?", tools=[WEATHER], max_output_tokens=80, tool_choice="required",
+        parallel_tool_calls=False, temperature=0,
     ) as stream:
         events = list(stream)
-    deltas: dict[str, str] = {}  # "required" allows parallel calls: one document per item
+    done = {e.item_id: e.arguments for e in events if e.type == "response.function_call_arguments.done"}
+    deltas = dict.fromkeys(done, "")
     for event in events:
         if event.type == "response.function_call_arguments.delta":
-            deltas[event.item_id] = deltas.get(event.item_id, "") + event.delta
-    done = {e.item_id: e.arguments for e in events if e.type == "response.function_call_arguments.done"}
-    assert done and deltas == done
+            deltas[event.item_id] += event.delta
+    assert len(done) == 1 and deltas == done
     assert all("city" in json.loads(arguments) for arguments in done.values())
 
 

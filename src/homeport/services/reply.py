@@ -5,6 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+# Names the request fields that were accepted but changed nothing (never dropped silently).
+IGNORED_HEADER = "X-Homeport-Ignored-Parameters"
+
 
 @dataclass(frozen=True)
 class Reply:

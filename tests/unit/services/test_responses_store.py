@@ -44,6 +44,19 @@ def test_round_trip_and_delete(tmp_path):
     assert mode == "wal"
 
 
+def test_background_responses_left_unfinished_end_failed_when_the_store_reopens(tmp_path):
+    store = ResponseStore(tmp_path / "state.db")
+    store.put({"id": "resp_q", "created_at": 1, "status": "queued", "error": None}, [], [])
+    store.put({"id": "resp_r", "created_at": 2, "status": "in_progress", "error": None}, [], [])
+    store.put({"id": "resp_c", "created_at": 3, "status": "completed", "error": None}, [], [])
+    assert store.get("resp_q")["status"] == "queued"  # the running process leaves its own alone
+    reopened = ResponseStore(tmp_path / "state.db")
+    for response_id in ("resp_q", "resp_r"):
+        body = reopened.get(response_id)
+        assert body["status"] == "failed" and body["error"]["code"] == "server_error"
+    assert reopened.get("resp_c") == {"id": "resp_c", "created_at": 3, "status": "completed", "error": None}
+
+
 def test_a_writer_killed_mid_write_leaves_only_complete_responses(tmp_path):
     path = tmp_path / "state.db"
     writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)

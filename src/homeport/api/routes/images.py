@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 
 from fastapi import APIRouter, Request
@@ -15,6 +16,7 @@ from homeport.errors import HomeportError, InvalidRequestError, NotFoundError
 from homeport.schemas.images import (MAX_UPLOAD_BYTES, ImageEditRequest, ImageGenerationRequest,
                                      ImageVariationRequest, form_values)
 from homeport.services.images import ImageReply
+from homeport.services.reply import IGNORED_HEADER
 
 router = APIRouter(tags=["images"])
 
@@ -25,20 +27,36 @@ def _check_format(request) -> None:
                                   param="response_format")
 
 
-async def _run(request: Request, work) -> Response:
+# OpenAI fields a diffusers pipeline has nothing for, and the values that ask for nothing.
+_NO_EFFECT = {"quality": ("auto",), "background": ("auto", "opaque"), "style": (), "moderation": ("auto",),
+              "input_fidelity": ()}
+
+
+def _ignored(body, extra_images: bool = False) -> dict[str, str]:
+    """Accepted fields that change nothing here, named in a header (never dropped silently)."""
+    names = [name for name, neutral in _NO_EFFECT.items()
+             if getattr(body, name, None) is not None and getattr(body, name) not in neutral]
+    if extra_images:
+        names.append("image")  # only the first image is edited: the pipelines take one init image
+    return {IGNORED_HEADER: ", ".join(names)} if names else {}
+
+
+async def _run(request: Request, work, headers: dict[str, str]) -> Response:
     try:
         reply: ImageReply = await until_disconnect(request, work)
     except ClientDisconnected:
         return Response(status_code=499)
     if reply.sse:
-        return StreamingResponse(sse_frames(reply.body), media_type="text/event-stream", headers=SSE_HEADERS)
-    return JSONResponse(reply.body)
+        return StreamingResponse(sse_frames(reply.body), media_type="text/event-stream",
+                                 headers={**SSE_HEADERS, **headers})
+    return JSONResponse(reply.body, headers=headers)
 
 
 @router.post("/v1/images/generations", summary="Create images from a prompt")
 async def generations(body: ImageGenerationRequest, request: Request) -> Response:
     _check_format(body)
-    return await _run(request, services(request).images.generate(body, body.prompt, base_url=str(request.base_url)))
+    return await _run(request, services(request).images.generate(body, body.prompt, base_url=str(request.base_url)),
+                      _ignored(body))
 
 
 def _image(data: bytes, param: str):
@@ -91,8 +109,9 @@ async def _form(request: Request, model):
         raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None
     if not files.get("image"):
         raise InvalidRequestError("Missing required parameter: 'image'.", param="image", code="missing_required_parameter")
-    images = [_image(data, "image") for data in files["image"]]
-    mask = _image(files["mask"][0], "mask") if files.get("mask") else None
+    # Decoding is CPU work (up to 16 files of 20 MB): off the event loop.
+    images = await asyncio.to_thread(lambda: [_image(data, "image") for data in files["image"]])
+    mask = await asyncio.to_thread(_image, files["mask"][0], "mask") if files.get("mask") else None
     return parsed, images, mask
 
 
@@ -105,8 +124,8 @@ async def edits(request: Request) -> Response:
     image = images[0]  # several images: the first is edited (diffusers pipelines take one init image)
     mask = _mask(image, mask) if mask is not None else None
     work = services(request).images.generate(body, body.prompt, image=image, mask=mask, event_prefix="image_edit",
-                                                 base_url=str(request.base_url))
-    return await _run(request, work)
+                                             base_url=str(request.base_url))
+    return await _run(request, work, _ignored(body, extra_images=len(images) > 1))
 
 
 @router.post("/v1/images/variations", summary="Variations of an image (image-to-image)")
@@ -114,7 +133,8 @@ async def variations(request: Request) -> Response:
     body, images, _ = await _form(request, ImageVariationRequest)
     _check_format(body)
     return await _run(request, services(request).images.generate(body, body.prompt or "", image=images[0],
-                                                                  base_url=str(request.base_url)))
+                                                                  base_url=str(request.base_url)),
+                      _ignored(body, extra_images=len(images) > 1))
 
 
 @router.get("/v1/images/files/{file_id}", summary="An image made with response_format url (kept for an hour)")

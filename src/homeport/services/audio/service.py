@@ -21,8 +21,8 @@ from homeport.errors import InvalidRequestError
 from homeport.registry.manager import ModelManager
 from homeport.schemas.audio import SpeechRequest, TranscriptionRequest
 from homeport.services.audio import transcripts
+from homeport.services.reply import IGNORED_HEADER
 
-IGNORED_HEADER = "X-Homeport-Ignored-Parameters"
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,8 @@
 """Stored Responses in SQLite: each response with its input items and the conversation it ends,
 written in one transaction (all of it or none of it), in WAL mode so readers never wait on the
-writer. Calls block: the service runs them in threads; each opens its own connection."""
+writer. A background response is written when it is queued and again when it ends; opening the
+store ends the ones a previous process left unfinished. Calls block: the service runs them in
+threads; each opens its own connection."""
 
 from __future__ import annotations
 
@@ -32,6 +34,25 @@ class ResponseStore:
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.executescript(_SCHEMA)
+        self._fail_unfinished()
+
+    def _fail_unfinished(self) -> None:
+        """Background responses still queued or running belonged to a process that is gone (one
+        process owns the store): they end failed, so a poller gets an answer instead of `queued`
+        forever."""
+        conn = self._connect()
+        try:
+            with conn:
+                rows = conn.execute("SELECT id, body FROM responses "
+                                    "WHERE json_extract(body, '$.status') IN ('queued', 'in_progress')").fetchall()
+                for response_id, text in rows:
+                    body = json.loads(text)
+                    body["status"] = "failed"
+                    body["error"] = {"code": "server_error",
+                                     "message": "The server restarted before this background response finished."}
+                    conn.execute("UPDATE responses SET body = ? WHERE id = ?", (json.dumps(body), response_id))
+        finally:
+            conn.close()
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=30)

@@ -14,8 +14,8 @@ import jsonschema
 from homeport.engines.base import DEFAULT_SAMPLER_ORDER, Grammar, SamplingParams, TextEngine
 from homeport.errors import InvalidRequestError
 from homeport.schemas.common import SamplingFields
+from homeport.services.reply import IGNORED_HEADER
 
-IGNORED_HEADER = "X-Homeport-Ignored-Parameters"
 BANNED = float("-inf")
 
 # Reference sampler_priority names → native stages (several names share the penalties stage).

@@ -70,6 +70,7 @@ class ResponsesService:
         assembler = ResponseAssembler(new_response(body, turn.model, "queued" if body.background else "in_progress"))
         events = self._events(turn, assembler, body, items, history)
         if body.background:
+            await self._save(assembler, items, history)  # queued, retrievable even across a restart
             run = _Run(assembler, items, history, release)
             self._runs[assembler.response["id"]] = run
             run.task = asyncio.create_task(self._background(run, events))
