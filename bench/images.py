@@ -33,7 +33,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from serving import free_port, wait_ready  # noqa: E402
+from serving import free_port, wait_ready, write_section  # noqa: E402
 from support.tiny_diffusers import build_tiny_sd  # noqa: E402
 
 SECTION = "## Images (issue 12)"
@@ -141,15 +141,7 @@ def main() -> None:
     text = "\n".join(lines)
     print(text)
     if options.write:
-        path = ROOT / "docs" / "benchmarks.md"
-        doc = path.read_text()
-        if SECTION in doc:
-            start = doc.index(SECTION)
-            end = doc.find("\n## ", start + len(SECTION))
-            doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
-        else:
-            doc = doc.rstrip("\n") + "\n\n" + text
-        path.write_text(doc)
+        write_section(ROOT / "docs" / "benchmarks.md", SECTION, text)
 
 
 if __name__ == "__main__":

@@ -42,6 +42,19 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def write_section(path, section: str, text: str) -> None:
+    """Replaces the `## ...` section titled `section` of a Markdown file with `text` (appended
+    when it is not there yet)."""
+    doc = path.read_text()
+    if section in doc:
+        start = doc.index(section)
+        end = doc.find("\n## ", start + len(section))
+        doc = doc[:start] + text + (doc[end + 1:] if end != -1 else "")
+    else:
+        doc = doc.rstrip("\n") + "\n\n" + text
+    path.write_text(doc)
+
+
 def wait_ready(url: str, process: subprocess.Popen, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

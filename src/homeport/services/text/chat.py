@@ -74,6 +74,7 @@ class ChatService:
             headers=ready.sampling.headers(),
             model=self.engine.info.model_id,
             prompt_tokens=len(ready.choices[0].request.prompt_tokens),
+            dropped_messages=ready.dropped_messages,
         )
 
     async def count_tokens(self, request: ChatCompletionRequest) -> int:
@@ -115,7 +116,7 @@ class ChatService:
         output = _Output(
             starts_in_reasoning=built.starts_in_reasoning, plan=plan, parser=parser_for_plan(plan, model_parser)
         )
-        return _Ready(request, response_id, choices, output, sampling)
+        return _Ready(request, response_id, choices, output, sampling, built.dropped_messages)
 
     async def _events(
         self, prepared: PreparedGeneration, output: _Output, client_stops: tuple[str, ...]
@@ -249,6 +250,7 @@ class ChatTurn:
     headers: dict[str, str]
     model: str
     prompt_tokens: int
+    dropped_messages: int = 0  # oldest messages left out so the prompt fits the context
 
 
 @dataclass(frozen=True)
@@ -258,6 +260,7 @@ class _Ready:
     choices: list[PreparedGeneration]
     output: _Output
     sampling: Sampling
+    dropped_messages: int = 0
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field
 
-from homeport.errors import HomeportError, InvalidRequestError, NotFoundError
+from homeport.errors import ContextLengthExceededError, HomeportError, InvalidRequestError, NotFoundError
 from homeport.schemas.responses import ResponsesRequest
 from homeport.services.state.responses_store import ResponseStore
 from homeport.services.text.chat import ChatService, ChatTurn
@@ -67,6 +67,14 @@ class ResponsesService:
             history = found
         items = input_items(body)
         turn = await chat.turn(to_chat(body, history + items))
+        if turn.dropped_messages and body.truncation != "auto":
+            # OpenAI's default ("disabled"): a conversation that does not fit is a 400, not silently cut.
+            await turn.events.aclose()
+            raise ContextLengthExceededError(
+                f"the conversation does not fit the model's context ({turn.prompt_tokens} tokens fit once "
+                f"{turn.dropped_messages} of the oldest items are dropped); send truncation: \"auto\" to drop them",
+                param="input",
+            )
         assembler = ResponseAssembler(new_response(body, turn.model, "queued" if body.background else "in_progress"))
         events = self._events(turn, assembler, body, items, history)
         if body.background:

@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from homeport.errors import NotFoundError
+from homeport.errors import ContextLengthExceededError, NotFoundError
 from homeport.schemas.responses import ResponsesRequest
 from homeport.services.state.responses_store import ResponseStore
 from homeport.services.text.chat import ChatTurn
@@ -16,8 +16,8 @@ from homeport.services.wire.responses import ResponsesService
 
 
 class FakeChat:
-    def __init__(self, words: int, pause: float = 0.0) -> None:
-        self.words, self.pause = words, pause
+    def __init__(self, words: int, pause: float = 0.0, dropped: int = 0) -> None:
+        self.words, self.pause, self.dropped = words, pause, dropped
         self.requests = []
 
     async def turn(self, request) -> ChatTurn:
@@ -30,7 +30,7 @@ class FakeChat:
             yield Finish("stop")
             yield UsageReport(3, self.words)
 
-        return ChatTurn(events=events(), headers={}, model="fake", prompt_tokens=3)
+        return ChatTurn(events=events(), headers={}, model="fake", prompt_tokens=3, dropped_messages=self.dropped)
 
 
 def _body(**fields) -> ResponsesRequest:
@@ -85,3 +85,13 @@ async def test_unstored_responses_are_not_kept(service):
     response, _ = await service.create(FakeChat(1), _body(store=False))
     with pytest.raises(NotFoundError):
         await service.retrieve(response["id"])
+
+
+async def test_a_conversation_that_does_not_fit_is_a_400_unless_truncation_is_auto(service):
+    cut = FakeChat(words=2, dropped=3)  # the chat service had to drop the 3 oldest messages
+    for truncation in (None, "disabled"):
+        with pytest.raises(ContextLengthExceededError) as refused:
+            await service.create(cut, _body(truncation=truncation))
+        assert refused.value.param == "input"
+    answer, _ = await service.create(cut, _body(truncation="auto"))
+    assert answer["status"] == "completed"
