@@ -10,7 +10,6 @@ import json
 
 import httpx
 import numpy as np
-import openai
 import pytest
 from PIL import Image
 from support.openapi import SpecValidator

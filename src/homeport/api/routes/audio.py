@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 
+from homeport.api.multipart import read_form
 from homeport.api.routes.deps import services
 from homeport.api.streaming import SSE_HEADERS, ClientDisconnected, sse_frames, until_disconnect
 from homeport.errors import HomeportError, InvalidRequestError
@@ -29,14 +30,7 @@ async def _upload(request: Request, translate: bool):
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > MAX_UPLOAD_BYTES + _FORM_SLACK:
         raise _too_large()  # refused before the body is read
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("the request must be multipart/form-data with the audio in 'file'", param="file")
-    try:
-        form = await request.form(max_files=1, max_fields=64, max_part_size=64 * 1024)
-    except HomeportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the multipart parser reports bad bodies in several ways
-        raise InvalidRequestError(f"the multipart body could not be read ({type(exc).__name__})", param="file") from None
+    form = await read_form(request, param="file", what="audio", max_files=1)
     try:
         upload, fields = form_fields(form)
         if upload is None or isinstance(upload, str):

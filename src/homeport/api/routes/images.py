@@ -10,9 +10,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import ValidationError
 
+from homeport.api.multipart import read_form
 from homeport.api.routes.deps import services
 from homeport.api.streaming import SSE_HEADERS, ClientDisconnected, sse_frames, until_disconnect
-from homeport.errors import HomeportError, InvalidRequestError, NotFoundError
+from homeport.errors import InvalidRequestError, NotFoundError
 from homeport.schemas.images import (MAX_UPLOAD_BYTES, ImageEditRequest, ImageGenerationRequest,
                                      ImageVariationRequest, form_values)
 from homeport.services.images import ImageReply
@@ -85,14 +86,7 @@ def _mask(image, mask):
 
 
 async def _form(request: Request, model):
-    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
-        raise InvalidRequestError("the request must be multipart/form-data with the picture in 'image'", param="image")
-    try:
-        form = await request.form(max_files=16, max_fields=64, max_part_size=64 * 1024)
-    except HomeportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - the multipart parser reports bad bodies in several ways
-        raise InvalidRequestError(f"the multipart body could not be read ({type(exc).__name__})", param="image") from None
+    form = await read_form(request, param="image", what="picture", max_files=16)
     try:
         files: dict[str, list[bytes]] = {}
         fields: dict[str, str] = {}
