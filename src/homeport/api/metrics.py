@@ -2,7 +2,8 @@
 middleware that counts requests by route template and status.
 
 The route label is the template the request matched (`/v1/models/{model}`), never the raw path, so
-ids in paths do not become labels; a path that matched nothing is `unmatched`.
+ids in paths do not become labels; a path that matched nothing is `unmatched`, and a method outside
+the usual seven is `other`: no client can grow the number of series.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from homeport import metrics
 from homeport.api.auth import require_api_key
 from homeport.api.errors import error_response
 from homeport.errors import HomeportError
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
 
 class RequestMetricsMiddleware:
@@ -42,7 +46,8 @@ class RequestMetricsMiddleware:
             await self.app(scope, receive, counted)
         finally:
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            metrics.HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "other"  # any token is a method
+            metrics.HTTP_REQUESTS.labels(method, route, str(status)).inc()
             metrics.HTTP_SECONDS.labels(route).observe(time.perf_counter() - start)
 
 

@@ -31,6 +31,8 @@ async def test_requests_are_counted_by_route_template_and_status(client):
     assert requests_of(after, "/v1/models/{model_id:path}", "404") - requests_of(before, "/v1/models/{model_id:path}", "404") == 1
     assert requests_of(after, "unmatched", "404") - requests_of(before, "unmatched", "404") == 1
     assert "no-such-model" not in after  # ids in paths never become labels
+    await client.http.request("BREW", "/v1/models")
+    assert "BREW" not in (await client.http.get("/metrics")).text  # nor do invented methods
 
 
 async def test_loaded_models_are_reported_as_gauges(client):
