@@ -35,9 +35,10 @@ EngineLoader = Callable[[ModelEntry, dict[str, Any]], Any]
 CAPABILITY_KINDS = {"text_generation": "text", "embedding": "embedding", "rerank": "rerank",
                     "image_generation": "image", "transcription": "transcription", "speech_synthesis": "speech"}
 # Kinds whose requests fall back to the kind's default for an unknown name (even with strict model
-# names) or a model of another kind: clients send OpenAI's names ("text-embedding-3-small") or their
-# chat model's, and these endpoints ignored `model` before.
-_LENIENT_KINDS = frozenset({"embedding", "rerank"})
+# names) or a model of another kind: clients send OpenAI's names ("text-embedding-3-small",
+# "dall-e-3", "whisper-1", "tts-1") or their chat model's, and the embedding endpoints ignored
+# `model` before.
+_LENIENT_KINDS = frozenset({"embedding", "rerank", "image", "transcription", "speech"})
 
 
 class ModelLacksCapabilityError(InvalidRequestError):

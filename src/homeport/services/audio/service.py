@@ -39,19 +39,10 @@ class AudioService:
     def __init__(self, models: ModelManager) -> None:
         self.models = models
 
-    async def _acquire(self, name: str | None, capability: str):
-        """The model for a request (lenient: a name that is not a model with this capability means
-        the default, as OpenAI's model names do)."""
-        if name:
-            entry = await self.models.entry(name)
-            if entry is None or capability not in entry.capabilities:
-                name = None
-        return await self.models.acquire(name, capability=capability)
-
     # ---- speech to text ------------------------------------------------------------------
 
     async def transcribe(self, audio: bytes, request: TranscriptionRequest) -> AudioReply:
-        model = await self._acquire(request.model, "transcription")
+        model = await self.models.acquire(request.model, capability="transcription")
         try:
             stream = await model.engine.transcribe(
                 audio, language=request.language, prompt=request.prompt, translate=request.translate,
@@ -102,7 +93,7 @@ class AudioService:
     async def speak(self, request: SpeechRequest) -> AudioReply:
         if not request.input.strip():
             raise InvalidRequestError("'input' is empty: there is no text to speak", param="input")
-        model = await self._acquire(request.model, "speech_synthesis")
+        model = await self.models.acquire(request.model, capability="speech_synthesis")
         try:
             engine = model.engine
             ignored = []

@@ -48,13 +48,6 @@ class ImageService:
         self.models = models
         self.files = ImageFiles()
 
-    async def _acquire(self, name: str | None):
-        if name:  # OpenAI's model names (dall-e-3, gpt-image-1) and unknown ones: the default image model
-            entry = await self.models.entry(name)
-            if entry is None or "image_generation" not in entry.capabilities:
-                name = None
-        return await self.models.acquire(name, capability="image_generation")
-
     def _job(self, engine, request: ImageOptions, prompt: str, *, image=None, mask=None) -> ImageJob:
         if not prompt.strip() and image is None:
             raise InvalidRequestError("prompt must not be empty", param="prompt")
@@ -82,7 +75,7 @@ class ImageService:
     async def generate(self, request: ImageOptions, prompt: str, *, image=None, mask=None,
                        event_prefix: str = "image_generation", base_url: str = "") -> ImageReply:
         """`base_url`: where GET /v1/images/files/{id} is served, for `response_format: url`."""
-        model = await self._acquire(request.model)
+        model = await self.models.acquire(request.model, capability="image_generation")
         try:
             job = self._job(model.engine, request, prompt, image=image, mask=mask)
         except BaseException:
