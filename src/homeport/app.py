@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -52,7 +51,8 @@ def create_app(
         await models.start()
         if engine is None:
             app.state.startup_load = asyncio.create_task(models.load_default())
-        image_load = _start_image_load(models, settings)
+        # --image-model loads at start too, in the background; a failure is logged, not fatal.
+        image_load = asyncio.create_task(models.preload("image", "image_generation")) if settings.image_model else None
         idle_watch = asyncio.create_task(models.run_idle_watch()) if settings.idle_timeout else None
         try:
             yield
@@ -124,17 +124,3 @@ def _mount_docs(app: FastAPI) -> None:
             swagger_favicon_url="/docs/static/favicon-32x32.png",
         )
 
-
-def _start_image_load(models, settings: Settings) -> asyncio.Task | None:
-    """--image-model loads at start, in the background (a failure is logged; requests retry it)."""
-    name = models.defaults.get("image")
-    if not settings.image_model or not isinstance(name, str):
-        return None
-
-    async def load() -> None:
-        try:
-            await models.get(name, strict=True, capability="image_generation")
-        except Exception as exc:  # noqa: BLE001 - logged, not fatal: the text API serves meanwhile
-            logging.getLogger(__name__).warning("image model %s did not load: %s", name, exc)
-
-    return asyncio.create_task(load())

@@ -295,6 +295,17 @@ class ModelManager(Generic[ModelServices]):
         liveness (readiness waits for it; requests for the model wait for it as for any load)."""
         return await self.get(self.default_model, strict=True)
 
+    async def preload(self, kind: str, capability: str) -> None:
+        """Loads a kind's default model ahead of its first request; a failure is logged (the next
+        request tries again), never raised: the other kinds serve meanwhile."""
+        name = self.defaults.get(kind)
+        if not isinstance(name, str):
+            return
+        try:
+            await self.get(name, strict=True, capability=capability)
+        except Exception as exc:  # noqa: BLE001 - logged, not fatal
+            log.warning("%s model %s did not load: %s", kind, name, exc)
+
     def adopt(self, entry: ModelEntry, engine: Any, args: dict[str, Any] | None = None) -> None:
         """Register an engine loaded before the server started (the `--model`)."""
         services = self._build_services(engine, None) if entry.kind == "text" else None
