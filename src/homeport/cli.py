@@ -11,6 +11,7 @@ import importlib
 import os
 import ssl
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -18,6 +19,7 @@ from typing import NoReturn
 from homeport import __version__
 from homeport.cmd_flags import CmdFlagsError, cmd_flags_file, read_cmd_flags
 from homeport.errors import StartupError
+from homeport.schemas.chat import ToolPrompt
 from homeport.settings import Settings, load_settings
 
 _COMMANDS = ("serve",)
@@ -134,6 +136,11 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--max-queue", type=int, metavar="N", help="requests waiting for a slot before 503 (default 256)")
     model.add_argument(
+        "--tool-prompt", choices=typing.get_args(ToolPrompt), metavar="auto|template|generic",
+        help="who shows a request's tools to the model: its chat template, homeport's own tool prompt, "
+        "or the template where it can and homeport otherwise (default auto)",
+    )
+    model.add_argument(
         "--strict-model-names", action=argparse.BooleanOptionalAction,
         help="an unknown model name is a 404 (default: the default model answers, as the reference API does)",
     )
@@ -165,6 +172,16 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     speech.add_argument("--tts-model", metavar="NAME", help="text-to-speech model (default: hibari's bundled voices)")
     speech.add_argument("--voice-map", action="append", metavar="NAME=VOICE", dest="voice_map",
                         help="speak voice NAME (e.g. alloy) with bundled VOICE (repeatable)")
+
+    cluster = parser.add_argument_group("cluster (Ray Serve; docs/cluster.md)")
+    cluster.add_argument("--ray-address", metavar="ADDR",
+                         help="serve through the Ray cluster whose head is at HOST:PORT (`local`: a private one-node cluster)")
+    cluster.add_argument("--replicas", type=int, metavar="N", help="model replicas on the cluster (default 1)")
+    cluster.add_argument("--min-replicas", type=int, metavar="N", help="autoscale: at least N replicas")
+    cluster.add_argument("--max-replicas", type=int, metavar="N", help="autoscale: at most N replicas")
+    cluster.add_argument("--target-ongoing-requests", type=float, metavar="X",
+                         help="autoscale: requests per replica to aim for (default 2)")
+    cluster.add_argument("--replica-cpus", type=float, metavar="X", help="CPUs Ray reserves per replica (default 1)")
 
     compat = parser.add_argument_group("reference API compatibility")
     # The reference needs --api (and an extension) to start its API; homeport's API is always on.

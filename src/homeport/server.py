@@ -47,6 +47,10 @@ def serve(settings: Settings) -> int:
     os.environ.setdefault("TQDM_DISABLE", "1")  # no progress bars from model loading in the log
     configure_logging(settings.debug)
     log = logging.getLogger("homeport")
+    if settings.ray_address is not None:  # the model replicas run on a Ray Serve cluster
+        from homeport.cluster.launch import serve_cluster
+
+        return serve_cluster(settings)
 
     from homeport.app import create_app
     from homeport.registry.loading import LibraryLoader

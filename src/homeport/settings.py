@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from homeport.errors import StartupError
 from homeport.registry import LoadArg, setting_knobs
+from homeport.schemas.chat import ToolPrompt
 
 Origin = Literal["file", "cli", "env"]
 
@@ -63,6 +64,7 @@ class _Settings(BaseModel):
     cloudflared: Path | None = None  # the cloudflared executable; None = found on PATH
     nowebui: bool = False  # no chat page at /; the API is always on
     shutdown_timeout: float = Field(30.0, ge=0.0)  # seconds running generations get to finish on SIGTERM
+    tool_prompt: ToolPrompt = "auto"  # who shows tools: the template, homeport's tool prompt, or the template where it can
     strict_model_names: bool = False  # an unknown model name is a 404 instead of the default model
     allow_remote_media: bool = False  # fetch http(s) image URLs (off: offline means nothing is fetched)
     remote_media_allow_private: bool = False  # let remote media reach loopback/private/link-local addresses
@@ -90,8 +92,15 @@ class _Settings(BaseModel):
     metrics: bool = True  # Prometheus text at /metrics
     metrics_public: bool = False  # /metrics without the API key (for a scraper on a trusted network)
     debug: bool = False
+    # A Ray Serve cluster (homeport.cluster): None = this process serves alone and Ray is never imported.
+    ray_address: str | None = None  # the head's host:port, or "local" (a private one-node cluster)
+    replicas: int = Field(1, ge=1)  # model replicas, unless min/max_replicas turn on autoscaling
+    min_replicas: int | None = Field(None, ge=0)
+    max_replicas: int | None = Field(None, ge=1)
+    target_ongoing_requests: float = Field(2.0, gt=0)  # autoscaling's target per replica
+    replica_cpus: float = Field(1.0, ge=0)  # CPUs Ray reserves for each replica
 
-    @field_validator("api_port", "max_queue", "max_loaded_models", mode="before")
+    @field_validator("api_port", "max_queue", "max_loaded_models", "replicas", "min_replicas", "max_replicas", mode="before")
     @classmethod
     def _reject_bool(cls, value: Any) -> Any:
         # pydantic would turn YAML's `parallel: yes` into 1; that is a mistake, not a number.
@@ -119,7 +128,7 @@ class _Settings(BaseModel):
         return value
 
     @field_validator("listen_host", "api_key", "admin_key", "model", "rerank_model", "public_api_id", "stt_model", "image_model",
-                     "tts_model", mode="before")
+                     "tts_model", "ray_address", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: Any) -> Any:
         # `--api-key ""` means "no key", not "the empty key".
@@ -145,6 +154,12 @@ class _Settings(BaseModel):
             if self.ssl_certfile is None:
                 given, missing = missing, given
             raise ValueError(f"{given} is set but {missing} is not; TLS needs both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _replica_bounds(self) -> _Settings:
+        if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
         return self
 
     @property

@@ -55,6 +55,18 @@ def test_a_shared_chat_history_is_reused_on_the_next_turn(server):
     assert second["usage"]["prompt_tokens_details"]["cached_tokens"] >= 256
 
 
+def test_a_conversation_sharing_only_an_opening_does_not_take_anothers_cache(server):
+    """A request whose prompt shares only a short opening with a slot's long cache goes to another
+    slot: the first conversation's next turn still finds its cache."""
+    opening = "You are a helpful assistant who answers questions about numbers. "
+    first = {"prompt": opening + counting(5000) * 40, "max_tokens": 1, "temperature": 0}
+    other = {"prompt": opening + counting(90000) * 2, "max_tokens": 1, "temperature": 0}
+    complete(server, first)
+    complete(server, other)
+    again = complete(server, first)
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] >= 256, again["usage"]
+
+
 def test_stop_generation_by_response_id_stops_only_that_stream(server):
     long_run = {"prompt": counting(1), "max_tokens": 600, "temperature": 0, "logit_bias": {"1": -100}, "stream": True}
     results: dict[str, tuple[list[dict], bool]] = {}

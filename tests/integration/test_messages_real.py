@@ -4,6 +4,7 @@ client; bodies and raw stream events are validated with the SDK's own types in s
 from __future__ import annotations
 
 import json
+import threading
 
 import anthropic
 import httpx
@@ -11,6 +12,7 @@ import jsonschema
 import pydantic
 import pytest
 from anthropic.types import Message, RawMessageStreamEvent
+from anthropic.types.beta_error_response import BetaErrorResponse
 
 from support.server import API_KEY, start_server, stop_server
 
@@ -26,6 +28,13 @@ WEATHER = {
     },
 }
 HI = [{"role": "user", "content": "Say hi."}]
+# SmolLM2's ChatML, but the reply starts inside <think> when thinking is on (as Qwen3's template
+# does): the 135M model never writes </think> itself, so only the budget ends its reasoning.
+THINK_TEMPLATE = """{%- for message in messages %}<|im_start|>{{ message['role'] }}
+{{ message['content'] }}<|im_end|>
+{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant
+{% if enable_thinking %}<think>
+{% endif %}{% endif %}"""
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +49,20 @@ def client(server):
     return anthropic.Anthropic(base_url=server.base_url, api_key=API_KEY, max_retries=0, timeout=120)
 
 
-def _raw_events(server, body: dict, headers: dict | None = None) -> list[tuple[str, dict]]:
+@pytest.fixture
+def thinking_template(server):
+    """The default model's per-model settings name THINK_TEMPLATE (read on each request)."""
+    home = server.log_path.parent
+    (home / "instruction-templates").mkdir(exist_ok=True)
+    (home / "instruction-templates" / "think.jinja").write_text(THINK_TEMPLATE)
+    (home / "models").mkdir(exist_ok=True)
+    settings = home / "models" / "config-user.yaml"
+    settings.write_text("smollm2:\n  instruction_template: think\n")
+    yield
+    settings.unlink()
+
+
+def _raw_events(server, body: dict, headers: dict | None = None, on_event=None) -> list[tuple[str, dict]]:
     headers = headers or {"x-api-key": API_KEY, "anthropic-version": "2023-06-01"}
     pairs, name = [], None
     with (
@@ -53,7 +75,14 @@ def _raw_events(server, body: dict, headers: dict | None = None) -> list[tuple[s
                 name = line[7:]
             elif line.startswith("data: "):
                 pairs.append((name, json.loads(line[6:])))
+                if on_event is not None:
+                    on_event(len(pairs))
     return pairs
+
+
+def _tokens(server, text: str) -> int:
+    with server.http() as http:
+        return http.post("/v1/internal/token-count", json={"text": text}).json()["length"]
 
 
 def test_create_returns_a_strictly_valid_message(client, server):
@@ -170,3 +199,65 @@ def test_errors_use_anthropics_envelope(server, client):
             model="m", max_tokens=5, messages=HI, tools=[{"type": "web_search_20250305", "name": "web_search"}]
         )
     assert "server tool" in refused.value.body["error"]["message"]
+
+
+def test_the_thinking_budget_ends_the_reasoning_and_the_answer_follows(client, server, thinking_template):
+    question = [{"role": "user", "content": "Explain in detail how photosynthesis works."}]
+    thinking = {"type": "enabled", "budget_tokens": 24}
+    message = client.messages.create(model="m", max_tokens=60, thinking=thinking, messages=question)
+    Message.model_validate(message.model_dump(mode="json"), strict=True)
+    assert [block.type for block in message.content][:2] == ["thinking", "text"]
+    reasoning = message.content[0]
+    assert reasoning.signature and 0 < _tokens(server, reasoning.thinking) <= 24 + 2  # + re-tokenization slack
+    assert message.content[1].text and message.usage.output_tokens <= 60
+    pairs = _raw_events(server, {"model": "m", "max_tokens": 40, "thinking": thinking, "messages": question})
+    for name, data in pairs:
+        if name != "ping":
+            EVENTS.validate_python(data, strict=True)
+    deltas = [d["delta"] for n, d in pairs if n == "content_block_delta" and d["index"] == 0]
+    assert deltas[0]["type"] == "thinking_delta" and deltas[-1]["type"] == "signature_delta"
+    assert _tokens(server, "".join(d.get("thinking", "") for d in deltas)) <= 24 + 2
+    stop = next(i for i, (n, d) in enumerate(pairs) if n == "content_block_stop" and d["index"] == 0)
+    assert pairs[stop - 1][1]["delta"]["type"] == "signature_delta"
+    # The signed thinking block goes back in the history as Anthropic's clients send it.
+    again = client.messages.create(
+        model="m",
+        max_tokens=8,
+        messages=[
+            *question,
+            {"role": "assistant", "content": [block.model_dump(exclude_none=True) for block in message.content]},
+            {"role": "user", "content": "Thanks."},
+        ],
+    )
+    assert again.stop_reason in ("end_turn", "max_tokens")
+
+
+def test_a_generation_failing_mid_stream_ends_with_an_error_event(server):
+    """Unloading the model under a running stream fails its generation (last in this module: the
+    next request would load the model again)."""
+    essay = {
+        "name": "write_essay",
+        "description": "Write an essay",
+        "input_schema": {"type": "object", "properties": {"essay": {"type": "string", "minLength": 1500}}, "required": ["essay"]},
+    }
+    body = {
+        "model": "m",
+        "max_tokens": 3000,
+        "tools": [essay],
+        "tool_choice": {"type": "tool", "name": "write_essay"},  # the grammar keeps it writing
+        "messages": [{"role": "user", "content": "Write an essay about the sea."}],
+    }
+    unloaded = threading.Event()
+
+    def unload_once(count: int) -> None:
+        if count == 8 and not unloaded.is_set():
+            unloaded.set()
+            with server.http() as http:
+                assert http.post("/v1/internal/model/unload", json={}).status_code == 200
+
+    pairs = _raw_events(server, body, on_event=unload_once)
+    assert unloaded.is_set()
+    name, error = pairs[-1]
+    assert name == "error" and error["error"]["type"] == "api_error" and "unloaded" in error["error"]["message"]
+    BetaErrorResponse.model_validate(error, strict=True)
+    assert "message_stop" not in [n for n, _ in pairs] and "input_json_delta" in json.dumps(pairs)

@@ -4,7 +4,9 @@ storing and retrieving shows the SQLite store keeps responses."""
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
 import time
 
 import httpx
@@ -184,6 +186,87 @@ def test_delete(client):
 
     with pytest.raises(openai.NotFoundError):
         client.responses.retrieve(created.id)
+
+
+def test_a_previous_response_id_turn_reuses_the_prefix_cache(client):
+    # Long enough that the shared prefix spans whole prefill chunks (the cache reuses those only).
+    instructions = "You are a careful assistant. Answer in one short sentence."
+    story = "The lighthouse keeper on the northern island kept a logbook of every ship that passed. " * 12
+    first = client.responses.create(
+        model="m", instructions=instructions, input=story + "What did the keeper keep?", max_output_tokens=8,
+        temperature=0,
+    )
+    second = client.responses.create(
+        model="m", instructions=instructions, previous_response_id=first.id, input="Where was the island?",
+        max_output_tokens=8, temperature=0,
+    )
+    _valid(second)
+    assert second.usage.input_tokens > first.usage.input_tokens
+    assert second.usage.input_tokens_details.cached_tokens > 0
+
+
+def test_item_references_and_text_files_are_read(client):
+    import openai
+
+    first = client.responses.create(model="m", input="Name a colour.", max_output_tokens=5, temperature=0)
+    notes = base64.b64encode(b"Meeting moved to Thursday at 10.").decode()
+    file_part = {"type": "input_file", "filename": "notes.txt", "file_data": f"data:text/plain;base64,{notes}"}
+    second = client.responses.create(
+        model="m",
+        max_output_tokens=6,
+        input=[
+            {"type": "item_reference", "id": first.output[0].id},
+            {"role": "user", "content": [file_part, {"type": "input_text", "text": "When is the meeting?"}]},
+        ],
+    )
+    _valid(second)
+    items = client.responses.input_items.list(second.id, order="asc")
+    SPEC.validate("ResponseItemList", items.model_dump(mode="json", exclude_unset=True))
+    assert items.data[0].id == first.output[0].id and items.data[0].role == "assistant"
+    assert items.data[1].content[0].type == "input_file" and items.data[1].content[0].filename == "notes.txt"
+    with pytest.raises(openai.BadRequestError) as unknown:
+        client.responses.create(model="m", input=[{"type": "item_reference", "id": "msg_nope"}], max_output_tokens=2)
+    assert unknown.value.body["param"] == "input[0].id"
+    pdf = base64.b64encode(b"%PDF-1.4 fake").decode()
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.responses.create(
+            model="m",
+            max_output_tokens=2,
+            input=[{"role": "user", "content": [{"type": "input_file", "filename": "a.pdf", "file_data": pdf}]}],
+        )
+    assert refused.value.body["param"] == "input[0].content[0].file_data" and "PDF" in refused.value.body["message"]
+
+
+def test_a_generation_failing_mid_stream_ends_with_response_failed(client, server):
+    """Unloading the model under a running stream fails its generation; the next request loads
+    the model again."""
+    essay = {
+        "type": "function",
+        "name": "write_essay",
+        "description": "Write an essay",
+        "parameters": {"type": "object", "properties": {"essay": {"type": "string", "minLength": 1500}}, "required": ["essay"]},
+    }
+    unloaded = threading.Event()
+    events = []
+    with client.responses.stream(
+        model="m", input="Write an essay about the sea.", tools=[essay], max_output_tokens=3000,
+        tool_choice={"type": "function", "name": "write_essay"},  # the grammar keeps it writing
+    ) as stream:
+        for event in stream:
+            events.append(event)
+            if event.type == "response.function_call_arguments.delta" and not unloaded.is_set():
+                unloaded.set()
+                with server.http() as http:
+                    assert http.post("/v1/internal/model/unload", json={}).status_code == 200
+    assert unloaded.is_set()
+    for event in events:
+        SPEC.validate("ResponseStreamEvent", event.model_dump(mode="json", exclude_unset=True))
+    failed = events[-1]
+    assert failed.type == "response.failed" and failed.response.error.code == "server_error"
+    assert "unloaded" in failed.response.error.message
+    numbers = [e.sequence_number for e in events]
+    assert numbers == sorted(numbers) and len(set(numbers)) == len(numbers)
+    assert client.responses.retrieve(failed.response.id).status == "failed"  # stored as it ended
 
 
 def test_a_stored_response_survives_a_restart(home, server):

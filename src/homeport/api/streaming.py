@@ -30,8 +30,11 @@ class ClientDisconnected(Exception):
     pass
 
 
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode  # one encoder for every chunk
+
+
 def frame(payload: dict) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode() + b"\n\n"
+    return b"data: " + _encode(payload).encode() + b"\n\n"
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,9 @@ class Grammar:
 
     kind: Literal["gbnf", "json", "json_schema"]
     source: str = ""  # the GBNF text, or the JSON schema as JSON text; empty for any JSON value
+    # json_schema only: the output may instead be plain text, which then cannot begin like JSON
+    # (`{`, `[`) or with white space (tools in `auto` under homeport's own tool prompt).
+    or_text: bool = False
 
 
 # Native sampler stages, in the order they run unless `SamplingParams.order` says otherwise.

@@ -42,6 +42,10 @@ class ChatMessage(WireModel):
         return self
 
 
+# Who shows a request's tools to the model (`--tool-prompt`, a request's `tool_prompt`).
+ToolPrompt = Literal["auto", "template", "generic"]
+
+
 class ChatCompletionRequest(SamplingFields):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_tokens: Annotated[int, Field(ge=1)] | None = None
@@ -53,6 +57,9 @@ class ChatCompletionRequest(SamplingFields):
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    # Who shows the tools to the model: its template (`template`), homeport's own tool prompt
+    # (`generic`), or the template where it can and homeport otherwise (`auto`); None: --tool-prompt.
+    tool_prompt: ToolPrompt | None = None
     enable_thinking: bool = True
     reasoning_effort: str | None = None
 

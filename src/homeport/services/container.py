@@ -74,6 +74,7 @@ class Services:
                 renderer=renderer,
                 user_data_dir=settings.user_data_dir,
                 load_template=load_template,
+                tool_prompt=settings.tool_prompt,
             )
             limits = {"debug": settings.debug, "max_queue": settings.max_queue}
             media = MediaPolicy(settings.allow_remote_media, settings.remote_media_allow_private)

@@ -74,3 +74,20 @@ def test_a_writer_killed_mid_write_leaves_only_complete_responses(tmp_path):
     assert set(counts) == set(ids)  # no orphaned items of an unfinished response
     store = ResponseStore(path)
     assert store.get(ids[0])["items"] == ITEMS
+
+
+def test_items_are_found_by_id_even_in_a_database_from_before_the_index(tmp_path):
+    path = tmp_path / "state.db"
+    store = ResponseStore(path)
+    output = [{"id": "msg_out", "type": "message", "role": "assistant"}]
+    store.put({"id": "resp_1", "created_at": 1, "output": output}, [{"id": "msg_in", "type": "message"}], [])
+    assert store.item("msg_out") == output[0] and store.item("msg_in")["id"] == "msg_in"
+    assert store.item("nope") is None
+    store.put({"id": "resp_2", "created_at": 2, "output": [{**output[0], "role": "later"}]}, [], [])
+    assert store.item("msg_out")["role"] == "later"  # the latest response's copy
+    with sqlite3.connect(path) as conn:  # as an older homeport left it: no output item index
+        conn.execute("DROP TABLE output_items")
+    assert ResponseStore(path).item("msg_out")["role"] == "later"
+    store.delete("resp_2")
+    store.delete("resp_1")
+    assert store.item("msg_out") is None and store.item("msg_in") is None

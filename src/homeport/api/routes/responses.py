@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import aclosing
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -29,22 +31,47 @@ def _service(request: Request) -> ResponsesService:
     return service
 
 
-def _error_event(error: HomeportError) -> tuple[str, dict]:
-    inner = error.to_dict()["error"]
-    return "error", {
-        "type": "error",
-        "code": inner["code"] or inner["type"],
-        "message": inner["message"],
-        "param": inner["param"],
-        "sequence_number": 0,
-    }
+class _Sequenced:
+    """A stream's events passed through, remembering the last sequence number: the `error` event
+    that ends a stream cut short (a shutdown, a failure outside the service) comes next in line."""
+
+    def __init__(self) -> None:
+        self.last = -1
+
+    async def track(self, events: AsyncIterator[tuple[str, dict]]) -> AsyncIterator[tuple[str, dict]]:
+        async with aclosing(events) as stream:
+            async for name, data in stream:
+                self.last = data.get("sequence_number", self.last)
+                yield name, data
+
+    def error_event(self, error: HomeportError) -> tuple[str, dict]:
+        inner = error.to_dict()["error"]
+        return "error", {
+            "type": "error",
+            "code": inner["code"] or inner["type"],
+            "message": inner["message"],
+            "param": inner["param"],
+            "sequence_number": self.last + 1,
+        }
+
+
+def _event_stream(events: AsyncIterator[tuple[str, dict]], headers: dict[str, str] | None = None) -> Response:
+    sequenced = _Sequenced()
+    frames = named_frames(sequenced.track(events), sequenced.error_event)
+    return StreamingResponse(frames, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
 @router.post("/v1/responses", summary="Create a response (streamed with `stream: true`)")
 async def create_response(body: ResponsesRequest, request: Request) -> Response:
     service = _service(request)
     if not body.background:
-        return await with_model_events(request, body.model, lambda m: service.create(m.chat, body), _error_event)
+        sequenced = _Sequenced()
+
+        async def create(model) -> tuple:
+            result, headers = await service.create(model.chat, body)
+            return (result if isinstance(result, dict) else sequenced.track(result)), headers
+
+        return await with_model_events(request, body.model, create, sequenced.error_event)
     # A background run outlives this request: it pins the model itself until it ends.
     models = services(request).models
     model = await models.acquire(body.model)
@@ -55,9 +82,7 @@ async def create_response(body: ResponsesRequest, request: Request) -> Response:
         raise
     if isinstance(result, dict):
         return Response(content=_json(result), media_type="application/json", headers=headers)
-    return StreamingResponse(
-        named_frames(result, _error_event), media_type="text/event-stream", headers={**SSE_HEADERS, **headers}
-    )
+    return _event_stream(result, headers)
 
 
 def _json(body: dict) -> bytes:
@@ -70,10 +95,7 @@ async def retrieve_response(
 ) -> Response:
     service = _service(request)
     if stream:
-        events = await service.stream_again(response_id, starting_after)
-        return StreamingResponse(
-            named_frames(events, _error_event), media_type="text/event-stream", headers=SSE_HEADERS
-        )
+        return _event_stream(await service.stream_again(response_id, starting_after))
     return Response(content=_json(await service.retrieve(response_id)), media_type="application/json")
 
 

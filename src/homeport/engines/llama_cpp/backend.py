@@ -82,6 +82,11 @@ LOAD_ARGS: tuple[LoadArg, ...] = (
     LoadArg("tensor_split", str, "each GPU's share of the model, comma-separated (e.g. 60,40)", default=(),
             parse=_tensor_split),
     LoadArg("no_kv_offload", bool, "keep the KV cache in system memory when layers are on a GPU", default=False),
+    LoadArg("swa_full", bool, "sliding-window layers (Gemma 3) keep the whole context, so a cached prefix is reused; "
+            "off: only the window per sequence (far less memory; a cached prefix then mostly re-reads)",
+            default=True, setting="swa_full",
+            flag=Flag(("--swa-full",), "full-size KV for sliding-window layers (default; --no-swa-full: only the "
+                      "window, much less memory on Gemma 3, fewer prefix-cache hits)", switch=True)),
 )
 
 
@@ -123,6 +128,7 @@ def load(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> LlamaCp
         split_mode=arg("split_mode"),
         tensor_split=arg("tensor_split"),
         offload_kqv=not arg("no_kv_offload"),
+        swa_full=arg("swa_full"),
         verbose=settings.debug,
         load_args=tuple(in_effect.items()),
     )

@@ -18,12 +18,18 @@ _JSON_CHAR = BuiltinRule(
 )
 
 
-def json_schema_to_gbnf(schema_json: str) -> str:
+# `or_text`: the schema's JSON, or plain text that cannot begin like JSON or with white space (so
+# the first character decides which, and a call can only be written whole).
+_OR_TEXT_ROOT = "\nroot ::= json-value | plain-text\nplain-text ::= [^{\\[ \\t\\r\\n] .*\n"
+
+
+def json_schema_to_gbnf(schema_json: str, *, or_text: bool = False) -> str:
     schema = json.loads(schema_json)
     converter = _BoundedConverter(prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False)
     schema = converter.resolve_refs(schema, "input")
-    converter.visit(schema, "")
-    return converter.format_grammar()
+    converter.visit(schema, "json-value" if or_text else "")
+    grammar = converter.format_grammar()
+    return grammar + _OR_TEXT_ROOT if or_text else grammar
 
 
 class _BoundedConverter(SchemaConverter):

@@ -104,6 +104,7 @@ class Scheduler(GenerationRuntime):
         # A step: the prompt budget, plus each decoding sequence's pending token and its drafts.
         self._batch = llama_cpp.llama_batch_init(n_batch + n_slots * (1 + self._draft_max), 0, 1)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
+        self._n_swa = llama_cpp.llama_model_n_swa(model.model)  # 0: no sliding-window layers
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
         self._clock = itertools.count(1)
@@ -139,8 +140,7 @@ class Scheduler(GenerationRuntime):
         else:
             seq.sampler = self._build_sampler(seq.request)
         prompt = seq.request.prompt_tokens
-        # The free slot whose cache shares the longest prefix; among equals, the least recently used.
-        slot = max(self._free, key=lambda s: (common_prefix(s.tokens, prompt), -s.last_used))
+        slot = self._choose_slot(prompt)
         self._free.remove(slot)
         seq.slot = slot
         wants_cache = seq.request.use_prefix_cache and not seq.request.prompt_logprobs
@@ -151,9 +151,26 @@ class Scheduler(GenerationRuntime):
         for segment in _segments(seq):
             if segment.start < reuse < segment.start + segment.length:
                 reuse = segment.start  # an image is decoded whole or not at all
+        if reuse and self._n_swa:
+            # A window-sized SWA cache (--no-swa-full) may have overwritten the cells the window
+            # before `reuse` needs; then the prompt is read afresh (as llama-server does).
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
+            if pos_min > max(0, reuse - self._n_swa):
+                reuse = 0
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
         del slot.tokens[reuse:]
         seq.prefilled = seq.cached = reuse
+
+    def _choose_slot(self, prompt: Sequence[int]) -> Slot:
+        """The free slot whose cache shares the longest prefix with `prompt` (among equals, the least
+        recently used) when that reuses at least half of what it holds; else the least recently used
+        slot. Taking a slot for a short shared opening (a system prompt) would wipe another
+        conversation's long cache for a few tokens' gain (llama-server's slot similarity, 0.5)."""
+        shared = {id(s): common_prefix(s.tokens, prompt) for s in self._free}
+        best = max(self._free, key=lambda s: (shared[id(s)], -s.last_used))
+        if 2 * shared[id(best)] >= len(best.tokens):
+            return best
+        return min(self._free, key=lambda s: (s.last_used, -shared[id(s)]))
 
     def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
         chain = build_chain(request.sampling, self._model, self._n_vocab, self.context_length)
@@ -239,11 +256,11 @@ class Scheduler(GenerationRuntime):
             for checked, row in enumerate(rows):
                 # Read the model's distribution before sampling: the sampler may edit the logits.
                 logprobs = self._logprobs(row) if seq.request.logprobs is not None else None
-                token = llama_cpp.llama_sampler_sample(seq.sampler.chain.sampler, self._ctx.ctx, row)
+                token = seq.sampler.sample(self._ctx, row)
                 event = self.advance(seq, token, logprobs)
                 if checked == len(guesses) or token != guesses[checked] or event.finish_reason is not None:
                     break
-                seq.send(event)
+                self.post(seq, event)
             if guesses:
                 # The KV keeps the pending token and the drafts the model agreed with.
                 self.drafted(len(guesses), checked)
@@ -257,7 +274,7 @@ class Scheduler(GenerationRuntime):
             if event.finish_reason is not None:
                 self.complete(seq, running, event)
             else:
-                seq.send(event)
+                self.post(seq, event)
 
     def _drafts(self, running: list[Job]) -> dict[Job, list[int]]:
         """Draft tokens for the decoding sequences that have room for them."""

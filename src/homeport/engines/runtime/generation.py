@@ -108,6 +108,11 @@ class GenerationRuntime(Worker[GenerationJob]):
         self._piece = piece
         self._top_entries = top_entries
         self._live: set[GenerationJob] = set()  # submitted and not yet given up by their caller
+        # While a step runs, what it sends waits here and goes to each event loop in one hop at
+        # its end (`post`): one wake-up of the loop per step, not one per token per stream.
+        self._outbox: list[tuple[GenerationJob, object]] | None = None
+        self._generated = metrics.GENERATED_TOKENS.labels(self.model_id)  # per token: labelled once
+        self._inter_token = metrics.INTER_TOKEN.labels(self.model_id)
 
     # ---- event-loop side -----------------------------------------------------------------------
 
@@ -211,7 +216,28 @@ class GenerationRuntime(Worker[GenerationJob]):
             elif job.stop_requested.is_set():
                 self.complete(job, running, TokenEvent(token_id=-1, text=job.decoder.flush(), finish_reason="stop"))
         if running:
-            self.step(running)
+            self._outbox = []
+            try:
+                self.step(running)
+            finally:
+                self._flush()
+
+    def post(self, job: GenerationJob, item: object) -> None:
+        """Sends `item` to the job: at the end of the running step (in order), else at once."""
+        if self._outbox is None:
+            job.send(item)
+        else:
+            self._outbox.append((job, item))
+
+    def _flush(self) -> None:
+        outbox, self._outbox = self._outbox, None
+        if not outbox:
+            return
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[GenerationJob, object]]] = {}
+        for job, item in outbox:
+            by_loop.setdefault(job.loop, []).append((job, item))
+        for loop, items in by_loop.items():
+            loop.call_soon_threadsafe(_deliver_all, items)
 
     def crash(self, running: list[GenerationJob], exc: Exception) -> None:
         self.broke(list(running), running, exc)
@@ -251,14 +277,14 @@ class GenerationRuntime(Worker[GenerationJob]):
         already counted. Sending first would let the stream end while the job still looked
         active; every end of a job (stop, completion, failure) goes through this order."""
         self.finish(job, running, "completed")
-        job.send(last)
+        self.post(job, last)
 
     def fail(self, jobs: Sequence[GenerationJob], running: list[GenerationJob], error: Exception) -> None:
         """Ends these jobs with `error`, counted as failed (the same order as `complete`)."""
         for job in jobs:
             if job in running:
                 self.finish(job, running, "failed")
-            job.send(error)
+            self.post(job, error)
 
     def advance(self, job: GenerationJob, token: int, logprobs: Any = None) -> TokenEvent:
         """The event for a token just sampled (`logprobs`: the model's distribution it came from,
@@ -287,13 +313,13 @@ class GenerationRuntime(Worker[GenerationJob]):
     def _observe_token(self, job: GenerationJob, first: bool) -> None:
         now = time.perf_counter()
         model = self.model_id
-        metrics.GENERATED_TOKENS.labels(model).inc()
+        self._generated.inc()
         if first:
             metrics.TIME_TO_FIRST_TOKEN.labels(model).observe(now - job.submitted_at)
             metrics.PROMPT_TOKENS.labels(model).inc(len(job.request.prompt_tokens))
             metrics.PREFIX_CACHE_TOKENS.labels(model).inc(job.cached)
         else:
-            metrics.INTER_TOKEN.labels(model).observe(now - job.last_token_at)
+            self._inter_token.observe(now - job.last_token_at)
         job.last_token_at = now
 
     def record_prompt_logprobs(self, job: GenerationJob, start: int, end: int, row: Callable[[int], Any]) -> None:
@@ -309,6 +335,11 @@ class GenerationRuntime(Worker[GenerationJob]):
             following = prompt[pos + 1]
             logprob = float(logprobs[following]) if following < len(logprobs) else float("-inf")
             job.prompt_logprobs.append((following, logprob, self._top_entries(logprobs, top_n)))
+
+
+def _deliver_all(items: list[tuple[GenerationJob, object]]) -> None:  # on the event loop
+    for job, item in items:
+        job.deliver(item)
 
 
 class RuntimeEngine:

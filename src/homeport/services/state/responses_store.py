@@ -1,8 +1,9 @@
 """Stored Responses in SQLite: each response with its input items and the conversation it ends,
 written in one transaction (all of it or none of it), in WAL mode so readers never wait on the
 writer. A background response is written when it is queued and again when it ends; opening the
-store ends the ones a previous process left unfinished. Calls block: the service runs them in
-threads; each opens its own connection."""
+store ends the ones a previous process left unfinished. Every input and output item is also
+indexed by its id, for `item_reference` inputs. Calls block: the service runs them in threads;
+each opens its own connection."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ CREATE TABLE IF NOT EXISTS input_items (
     body TEXT NOT NULL,
     PRIMARY KEY (response_id, position)
 );
+CREATE TABLE IF NOT EXISTS output_items (
+    response_id TEXT NOT NULL REFERENCES responses(id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    item_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (response_id, position)
+);
+CREATE INDEX IF NOT EXISTS input_items_by_id ON input_items(item_id);
+CREATE INDEX IF NOT EXISTS output_items_by_id ON output_items(item_id);
 """
 
 
@@ -31,9 +41,17 @@ class ResponseStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        conn = self._connect()
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
+            new_index = not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'output_items'").fetchone()
             conn.executescript(_SCHEMA)
+            if new_index:  # a database from before output items were indexed
+                with conn:
+                    for response_id, text in conn.execute("SELECT id, body FROM responses").fetchall():
+                        conn.executemany(_INSERT_OUTPUT, _item_rows(response_id, json.loads(text).get("output")))
+        finally:
+            conn.close()
         self._fail_unfinished()
 
     def _fail_unfinished(self) -> None:
@@ -69,10 +87,8 @@ class ResponseStore:
                     "INSERT INTO responses (id, created_at, body, conversation) VALUES (?, ?, ?, ?)",
                     (response["id"], response["created_at"], json.dumps(response), json.dumps(conversation)),
                 )
-                conn.executemany(
-                    "INSERT INTO input_items (response_id, position, item_id, body) VALUES (?, ?, ?, ?)",
-                    [(response["id"], i, item["id"], json.dumps(item)) for i, item in enumerate(input_items)],
-                )
+                conn.executemany(_INSERT_INPUT, _item_rows(response["id"], input_items))
+                conn.executemany(_INSERT_OUTPUT, _item_rows(response["id"], response.get("output")))
         finally:
             conn.close()
 
@@ -97,6 +113,19 @@ class ResponseStore:
             conn.close()
         return [json.loads(row[0]) for row in rows]
 
+    def item(self, item_id: str) -> dict | None:
+        """The stored input or output item with this id (the latest response's, should two hold it)."""
+        row = self._one(
+            "SELECT body FROM ("
+            " SELECT o.body, r.created_at FROM output_items o JOIN responses r ON r.id = o.response_id"
+            " WHERE o.item_id = ?1 UNION ALL"
+            " SELECT i.body, r.created_at FROM input_items i JOIN responses r ON r.id = i.response_id"
+            " WHERE i.item_id = ?1"
+            ") ORDER BY created_at DESC LIMIT 1",
+            item_id,
+        )
+        return json.loads(row[0]) if row else None
+
     def delete(self, response_id: str) -> bool:
         conn = self._connect()
         try:
@@ -111,3 +140,11 @@ class ResponseStore:
             return conn.execute(sql, args).fetchone()
         finally:
             conn.close()
+
+
+_INSERT_INPUT = "INSERT INTO input_items (response_id, position, item_id, body) VALUES (?, ?, ?, ?)"
+_INSERT_OUTPUT = "INSERT INTO output_items (response_id, position, item_id, body) VALUES (?, ?, ?, ?)"
+
+
+def _item_rows(response_id: str, items: list[dict] | None) -> list[tuple]:
+    return [(response_id, i, item["id"], json.dumps(item)) for i, item in enumerate(items or []) if "id" in item]

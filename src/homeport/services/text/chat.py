@@ -31,7 +31,8 @@ from homeport.services.text.prompts import BuiltPrompt, ChatPromptService, image
 from homeport.services.text.prompts.media_policy import OFFLINE, MediaPolicy
 from homeport.services.text.sampling import Sampling, build_sampling
 from homeport.services.text.streams import merge
-from homeport.services.text.tool_calls import ToolCallParser, parser_for
+from homeport.services.text.thinking_budget import ReasoningMeter
+from homeport.services.text.tool_calls import ToolCallParser, parser_by_name, parser_for
 from homeport.services.text.tool_use import ToolPlan, plan_tools
 
 
@@ -63,12 +64,13 @@ class ChatService:
             return Reply(self._stream(ready.response_id, choices, formatter, output, include_usage), sampling.headers())
         return Reply(await self._complete(ready.response_id, choices, formatter, output), sampling.headers())
 
-    async def turn(self, request: ChatCompletionRequest) -> ChatTurn:
+    async def turn(self, request: ChatCompletionRequest, *, thinking_budget: int | None = None) -> ChatTurn:
         """One generation as neutral events, for the other wire adapters (Anthropic Messages, OpenAI
-        Responses). Everything that can be refused is refused here, before any event."""
+        Responses). Everything that can be refused is refused here, before any event.
+        `thinking_budget`: the most tokens the reply may reason for (thinking_budget.py)."""
         ready = await self._prepare(request)
         client_stops = tuple(request.stop_strings())
-        events = self._events(ready.choices[0], ready.output, client_stops)
+        events = self._events(ready.choices[0], ready.output, client_stops, thinking_budget)
         return ChatTurn(
             events=events,
             headers=ready.sampling.headers(),
@@ -92,12 +94,13 @@ class ChatService:
         plan = plan_tools(request)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
+        sampling = self._sampling(request, plan)
         built = await self._build_prompt(request, plan)
         prompt = built.text
         if self.debug:
             debug_log.info("chat prompt: %r", prompt)
         tokens, media = await self._prompt_tokens(request, prompt)
-        sampling = self._sampling(request, plan)
+        sampling, guided = self._guided(sampling, plan, built)
         prepared = generation.prepare(
             self.engine,
             request,
@@ -112,42 +115,91 @@ class ChatService:
             media=media,
         )
         choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
-        model_parser = parser_for(built.template_source, self.engine.info.model_id)
+        # Under homeport's own tool prompt the model was told the generic JSON call format.
+        model_parser = (
+            parser_by_name("generic")
+            if built.generic_tools
+            else parser_for(built.template_source, self.engine.info.model_id)
+        )
         output = _Output(
-            starts_in_reasoning=built.starts_in_reasoning, plan=plan, parser=parser_for_plan(plan, model_parser)
+            starts_in_reasoning=built.starts_in_reasoning,
+            plan=plan,
+            parser=parser_for_plan(plan, model_parser, guided=guided),
         )
         return _Ready(request, response_id, choices, output, sampling, built.dropped_messages)
 
     async def _events(
-        self, prepared: PreparedGeneration, output: _Output, client_stops: tuple[str, ...]
+        self,
+        prepared: PreparedGeneration,
+        output: _Output,
+        client_stops: tuple[str, ...],
+        thinking_budget: int | None = None,
     ) -> AsyncIterator[Event]:
         usage = Usage()
         assembler = EventAssembler(
             starts_in_reasoning=output.starts_in_reasoning, plan=output.plan, parser=output.parser
         )
+        meter = ReasoningMeter(starts_in_reasoning=output.starts_in_reasoning, budget=thinking_budget)
+        last = None  # the delta that ended the reply
         async with aclosing(generation.run(self.engine, prepared, usage)) as deltas:
             async for delta in deltas:
                 for event in assembler.feed(delta.text):
                     yield event
                 if delta.finish_reason is not None:
-                    for event in assembler.finish():
+                    last = delta
+                elif meter.feed(delta.text, usage.completion_tokens):
+                    break  # the thinking budget is spent: this generation stops here
+        if last is None:
+            for event in assembler.feed(meter.closing()):
+                yield event
+            async with aclosing(self._answer_after_thinking(prepared, meter, usage)) as deltas:
+                async for delta in deltas:
+                    for event in assembler.feed(delta.text):
                         yield event
-                    reason = "tool_calls" if assembler.called_tools else delta.finish_reason
-                    stop = delta.stop_sequence if delta.stop_sequence in client_stops else None
-                    yield Finish(reason=reason, stop_sequence=stop)
-        yield UsageReport(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens)
+                    if delta.finish_reason is not None:
+                        last = delta
+        for event in assembler.finish():
+            yield event
+        reason = finish_reason_for(assembler.called_tools, output.plan, last.finish_reason)
+        stop = last.stop_sequence if last.stop_sequence in client_stops else None
+        yield Finish(reason=reason, stop_sequence=stop)
+        yield UsageReport(
+            usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, reasoning_tokens=meter.reasoning_tokens
+        )
+
+    async def _answer_after_thinking(
+        self, prepared: PreparedGeneration, meter: ReasoningMeter, usage: Usage
+    ) -> AsyncIterator[generation.TextDelta]:
+        """The second generation of a reply whose thinking budget ran out: its prompt is the first
+        one + the reasoning so far + the closing marker (mostly a prefix-cache hit), its limit what
+        is left of max_tokens. The marker's tokens count as output; the prompt's only once."""
+        added = await generation.tokenize(self.engine, meter.continuation(), add_special=False)
+        usage.completion_tokens += len(await generation.tokenize(self.engine, meter.closing(), add_special=False))
+        left = prepared.request.max_tokens - usage.completion_tokens
+        if left <= 0:
+            yield generation.TextDelta("", "length")
+            return
+        request = dataclasses.replace(
+            prepared.request, prompt_tokens=[*prepared.request.prompt_tokens, *added], max_tokens=left
+        )
+        second = Usage()
+        try:
+            async with aclosing(generation.run(self.engine, dataclasses.replace(prepared, request=request), second)) as deltas:
+                async for delta in deltas:
+                    yield delta
+        finally:
+            usage.completion_tokens += second.completion_tokens
 
     async def _build_prompt(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> BuiltPrompt:
         """The prompt, with the oldest turns dropped when the history does not fit the context
         (less the room asked for the reply). Rendering and counting tokens is CPU work: in a thread."""
         limit = generation.context_limit(self.engine, request)
         budget = limit - (request.token_limit() or 1)
-        tools = list(plan.tools) if plan and plan.parses_calls else None
 
         def count(text: str) -> int:
             return len(self.engine.tokenize(text, add_special=False))
 
-        return await asyncio.to_thread(self.prompts.build, request, tools=tools, count_tokens=count, budget=budget)
+        return await asyncio.to_thread(self.prompts.build, request, plan=plan, count_tokens=count, budget=budget)
 
     async def _prompt_tokens(self, request: ChatCompletionRequest, prompt: str) -> tuple[list[int], PromptMedia | None]:
         """The prompt's tokens, and its images when it kept any (their bytes decoded or fetched and
@@ -166,6 +218,7 @@ class ChatService:
         return media.tokens, media
 
     def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
+        """The request's sampling, with a forced tool_choice's grammar."""
         sampling = build_sampling(request, self.engine)
         forced = plan.grammar() if plan else None
         if forced is None:
@@ -178,6 +231,14 @@ class ChatService:
         if problem:
             raise InvalidRequestError(f"a tool's parameters cannot be enforced: {problem}", param="tools")
         return dataclasses.replace(sampling, params=dataclasses.replace(sampling.params, grammar=forced))
+
+    def _guided(self, sampling: Sampling, plan: ToolPlan | None, built: BuiltPrompt) -> tuple[Sampling, bool]:
+        """`auto` under homeport's tool prompt: held to plain text or valid calls where the engine
+        can enforce it and the request asked for no format of its own; and whether it is."""
+        guided = plan.guided_grammar() if plan and built.generic_tools else None
+        if guided is None or sampling.params.grammar is not None or self.engine.check_grammar(guided) is not None:
+            return sampling, False
+        return dataclasses.replace(sampling, params=dataclasses.replace(sampling.params, grammar=guided)), True
 
     def _envelope(self, response_id: str, created: int, obj: str) -> dict:
         return {"id": response_id, "object": obj, "created": created, "model": self.engine.info.model_id}

@@ -13,7 +13,7 @@ from homeport.services.text.events import (
 )
 from homeport.services.text.reasoning import ReasoningStream, split_reasoning
 from homeport.services.text.tool_calls import ToolCall, ToolCallParser, ToolCallStream
-from homeport.services.text.tool_calls.forced import ForcedCallParser
+from homeport.services.text.tool_calls.forced import ForcedCallParser, GuidedCallParser
 from homeport.services.text.tool_use import ToolPlan
 
 
@@ -21,10 +21,13 @@ def _call_dict(call: ToolCall) -> dict:
     return {"id": call.id, "type": "function", "function": {"name": call.name, "arguments": call.arguments}}
 
 
-def parser_for_plan(plan: ToolPlan | None, model_parser: ToolCallParser) -> ToolCallParser | None:
+def parser_for_plan(plan: ToolPlan | None, model_parser: ToolCallParser, *, guided: bool = False) -> ToolCallParser | None:
+    """`guided`: `auto` under the guided grammar (plain text or the forced call format)."""
     if plan is None or not plan.parses_calls:
         return None
-    return ForcedCallParser() if plan.forced else model_parser
+    if plan.forced:
+        return ForcedCallParser()
+    return GuidedCallParser() if guided else model_parser
 
 
 def assemble_message(
@@ -51,7 +54,8 @@ def assemble_message(
 
 
 def finish_reason_for(called_tools: bool, plan: ToolPlan | None, generated: str) -> str:
-    if not called_tools:
+    """A reply cut by max_tokens says `length` even when it completed calls before the cut."""
+    if not called_tools or generated == "length":
         return generated
     return "function_call" if plan is not None and plan.legacy else "tool_calls"
 

@@ -54,6 +54,7 @@ class UsageReport:
     input_tokens: int
     output_tokens: int
     cached_tokens: int = 0
+    reasoning_tokens: int = 0  # of output_tokens, those generated inside the reply's reasoning
 
 
 Event = TextDelta | ReasoningDelta | ToolCallStarted | ToolCallArgumentsDelta | ToolCallDone | Finish | UsageReport

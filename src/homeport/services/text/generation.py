@@ -192,7 +192,8 @@ async def run(engine: TextEngine, prepared: PreparedGeneration, usage: Usage) ->
                 prompt_logprobs = event.prompt_logprobs
             if event.token_id >= 0:  # -1: a stop requested from outside, no token sampled
                 usage.completion_tokens += 1
-                await pacer.wait()
+                if pacer.interval:
+                    await pacer.wait()
                 if keep_tokens and event.token_id not in prepared.eog_tokens:
                     pending.append(event)
             text, stopped = matcher.push(event.text)

@@ -169,11 +169,15 @@ class ReasoningStream:
 
 
 def _partial_marker(buffer: str, markers: tuple[str, ...]) -> int:
-    """Length of the longest end of `buffer` that is a proper beginning of a marker."""
+    """Length of the longest end of `buffer` that is a proper beginning of a marker. Per token:
+    only the places in the tail where a marker's first character occurs are tried."""
     longest = 0
     for marker in markers:
-        for size in range(min(len(marker) - 1, len(buffer)), longest, -1):
-            if buffer.endswith(marker[:size]):
-                longest = size
-                break
+        size = min(len(marker) - 1, len(buffer))
+        at = buffer.find(marker[0], len(buffer) - size)
+        while at != -1:
+            if len(buffer) - at > longest and marker.startswith(buffer[at:]):
+                longest = len(buffer) - at
+                break  # the first hit is the longest for this marker
+            at = buffer.find(marker[0], at + 1)
     return longest

@@ -40,8 +40,13 @@ class StopMatcher:
 
     @staticmethod
     def _partial_suffix(buffer: str, stop: str) -> int:
-        """Length of the longest end of `buffer` that is a proper beginning of `stop`."""
-        for size in range(min(len(stop) - 1, len(buffer)), 0, -1):
-            if buffer.endswith(stop[:size]):
-                return size
+        """Length of the longest end of `buffer` that is a proper beginning of `stop`. Runs per
+        token per stop string: only the places in the tail where `stop`'s first character occurs
+        are tried (usually none), not every length."""
+        first = stop[0]
+        at = buffer.find(first, max(0, len(buffer) - len(stop) + 1))
+        while at != -1:
+            if stop.startswith(buffer[at:]):
+                return len(buffer) - at
+            at = buffer.find(first, at + 1)
         return 0

@@ -14,6 +14,11 @@ _END = object()
 async def merge(streams: list[AsyncIterator[T]]) -> AsyncIterator[tuple[int, T]]:
     """Items of all streams as they come, tagged with the stream's index. The streams run
     concurrently, so the engine batches them; leaving early closes every one of them."""
+    if len(streams) == 1:  # the common case: no pump task, no queue hop per item
+        async with aclosing(streams[0]) as items:
+            async for item in items:
+                yield 0, item
+        return
     queue: asyncio.Queue = asyncio.Queue()
 
     async def pump(index: int, stream: AsyncIterator[T]) -> None:

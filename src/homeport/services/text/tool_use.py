@@ -3,7 +3,9 @@
 `tool_choice: "required"` and a named function are enforced by constrained decoding: the output is
 held to a JSON call (or list of calls) whose `arguments` match the tool's parameter schema, so the
 arguments validate even on a model never trained for tools. `"auto"` leaves the model free and
-parses whatever call markup its family uses.
+parses whatever call markup its family uses, except where homeport wrote the tool prompt itself
+(the template cannot show tools): there the output is either plain text or such calls
+(`guided_grammar`), which is what makes `auto` reliable on small models.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from homeport.schemas.chat import ChatCompletionRequest
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _ANY_OBJECT = {"type": "object"}
 
-MAX_PARALLEL_CALLS = 8
+# A bound on parallel calls: a small model that keeps adding calls only stops at max_tokens.
+MAX_PARALLEL_CALLS = 4
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,24 @@ class ToolPlan:
     def grammar(self) -> Grammar | None:
         if not self.forced:
             return None
+        one, many = self._call_schemas()
+        # A single call may be written bare: small models close `{...}` far more reliably than `[{...}]`.
+        schema = {"anyOf": [one, many]} if self.parallel and self.choice == "required" else one
+        return Grammar(kind="json_schema", source=json.dumps(schema))
+
+    def guided_grammar(self) -> Grammar | None:
+        """For `auto` under homeport's tool prompt: plain text, or one call (a list of calls too
+        when parallel)."""
+        if self.choice != "auto":
+            return None
+        one, many = self._call_schemas()
+        schema = {"anyOf": [one, many]} if self.parallel else one
+        return Grammar(kind="json_schema", source=json.dumps(schema), or_text=True)
+
+    def _call_schemas(self) -> tuple[dict, dict]:
         calls = [_call_schema(tool) for tool in self.tools if self.forced_name in (None, tool["function"]["name"])]
         one = calls[0] if len(calls) == 1 else {"anyOf": calls}
-        # A bound on parallel calls, or a model that keeps adding calls only stops at max_tokens.
-        many = {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
-        schema = many if self.parallel and self.choice == "required" else one
-        return Grammar(kind="json_schema", source=json.dumps(schema))
+        return one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
 
 
 def _call_schema(tool: dict) -> dict:

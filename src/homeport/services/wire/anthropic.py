@@ -3,7 +3,10 @@ Anthropic's message body and stream events; errors → Anthropic's envelope and 
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import secrets
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import aclosing
@@ -32,6 +35,9 @@ from homeport.services.text.events import (
     UsageReport,
 )
 
+# Thinking blocks are signed so a client can tell ours apart; the key lives as long as the process
+# (a signature proves nothing after a restart, and homeport never needs it to: history is trusted).
+_SIGNING_KEY = secrets.token_bytes(32)
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}
 # Anthropic's error types by HTTP status (https://docs.anthropic.com/en/api/errors).
 _ERROR_TYPES = {
@@ -43,6 +49,17 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
+
+
+def thinking_signature(thinking: str) -> str:
+    """The opaque `signature` of a thinking block: an HMAC of its text under the process's key."""
+    return hmac.new(_SIGNING_KEY, thinking.encode(), hashlib.sha256).hexdigest()
+
+
+def thinking_budget(body: MessagesRequest) -> int | None:
+    """The most tokens the reply may think for (`thinking: {type: enabled, budget_tokens}`)."""
+    thinking = body.thinking
+    return thinking.budget_tokens if thinking is not None and thinking.type == "enabled" else None
 
 
 def error_envelope(error: HomeportError) -> tuple[int, dict]:
@@ -273,7 +290,12 @@ class MessageAssembler:
         block = self.message["content"][index]
         if block["type"] == "tool_use" and index in self._arguments:
             block["input"] = _parsed_input(self._arguments[index])
-        return [("content_block_stop", {"type": "content_block_stop", "index": index})]
+        out: list[tuple[str, dict]] = []
+        if block["type"] == "thinking":  # as Anthropic: the signature comes last, just before the stop
+            block["signature"] = thinking_signature(block["thinking"])
+            delta = {"type": "signature_delta", "signature": block["signature"]}
+            out.append(("content_block_delta", {"type": "content_block_delta", "index": index, "delta": delta}))
+        return [*out, ("content_block_stop", {"type": "content_block_stop", "index": index})]
 
 
 def _parsed_input(arguments: str) -> dict:
@@ -298,7 +320,7 @@ class MessagesService:
         self.chat = chat
 
     async def create(self, body: MessagesRequest) -> tuple[dict | AsyncIterator[tuple[str, dict]], dict[str, str]]:
-        turn = await self.chat.turn(to_chat(body))
+        turn = await self.chat.turn(to_chat(body), thinking_budget=thinking_budget(body))
         assembler = MessageAssembler(turn.model, turn.prompt_tokens)
         if not body.stream:
             async with aclosing(turn.events) as events:

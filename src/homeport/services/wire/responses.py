@@ -65,8 +65,9 @@ class ResponsesService:
                     f"Previous response with id '{body.previous_response_id}' not found.", param="previous_response_id"
                 )
             history = found
-        items = input_items(body)
-        turn = await chat.turn(to_chat(body, history + items))
+        # Off the event loop: item references are store look-ups, input files are decoded.
+        items = await asyncio.to_thread(input_items, body, self.store.item)
+        turn = await chat.turn(await asyncio.to_thread(to_chat, body, history + items))
         if turn.dropped_messages and body.truncation != "auto":
             # OpenAI's default ("disabled"): a conversation that does not fit is a 400, not silently cut.
             await turn.events.aclose()
@@ -110,7 +111,7 @@ class ResponsesService:
                             await self._save(assembler, items, history)  # stored before the client hears it ended
                         yield event
         except HomeportError as exc:
-            failed = assembler.fail(exc.code or exc.error_type, exc.message)
+            failed = assembler.fail(_failure_code(exc), exc.message)
             if body.store:
                 await self._save(assembler, items, history)
             for event in failed:
@@ -235,6 +236,11 @@ class ResponsesService:
             if not run.done:  # cancelled before it ever ran: none of its own cleanup did either
                 await self._settle_cancelled(run)
         return _copy(run.assembler.response)
+
+
+def _failure_code(error: HomeportError) -> str:
+    """A failed response's `error.code`: the spec allows only its own codes (ResponseErrorCode)."""
+    return "rate_limit_exceeded" if error.status_code == 429 else "server_error"
 
 
 def _missing(response_id: str) -> NotFoundError:

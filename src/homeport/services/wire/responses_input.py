@@ -1,25 +1,31 @@
 """The OpenAI Responses adapter, request side: `input` items (and the stored conversation that
-`previous_response_id` names) → the chat pipeline's conversation, tools and output format."""
+`previous_response_id` names, and the stored items `item_reference`s name) → the chat pipeline's
+conversation, tools and output format."""
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.schemas.responses import ResponsesRequest
+from homeport.services.wire.input_files import check_file_part, file_prompt
+
+Resolve = Callable[[str], dict | None]  # a stored item by its id (ResponseStore.item)
 
 
 def item_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
-def input_items(body: ResponsesRequest) -> list[dict]:
-    """The request's input as stored items, each with an id (as `input_items` lists them)."""
+def input_items(body: ResponsesRequest, resolve: Resolve = lambda _: None) -> list[dict]:
+    """The request's input as stored items, each with an id (as `input_items` lists them); an
+    item_reference is replaced by the stored item it names. Blocking (store look-ups, decoding)."""
     if isinstance(body.input, str):
         return [_message("user", body.input)]
-    return [_item(raw, f"input[{i}]") for i, raw in enumerate(body.input)]
+    return [_item(raw, f"input[{i}]", resolve) for i, raw in enumerate(body.input)]
 
 
 def _message(role: str, content: Any, where: str = "input", raw: dict | None = None) -> dict:
@@ -47,15 +53,28 @@ def _part(part: Any, where: str) -> dict:
         return {"type": "input_text", "text": part["text"]}
     if kind == "input_image" and isinstance(part.get("image_url"), str):
         return {"type": "input_image", "image_url": part["image_url"], "detail": part.get("detail") or "auto"}
+    if kind == "input_file":
+        return check_file_part(part, where)
     raise InvalidRequestError(
-        "a content part must be input_text, output_text or input_image (with image_url)", param=where
+        "a content part must be input_text, output_text, input_image (with image_url) or input_file", param=where
     )
 
 
-def _item(raw: Any, where: str) -> dict:
+def _output_part_text(part: Any, where: str) -> str:
+    """A function_call_output part as text: its text, or a text file's (input_file) contents."""
+    if not isinstance(part, dict):
+        return ""
+    if part.get("type") == "input_file":
+        return file_prompt(check_file_part(part, where))
+    return part.get("text", "")
+
+
+def _item(raw: Any, where: str, resolve: Resolve) -> dict:
     if not isinstance(raw, dict):
         raise InvalidRequestError("each input item must be an object", param=where)
-    kind = raw.get("type", "message")
+    kind = raw.get("type")
+    if kind is None:  # the spec's item_reference may leave out its type; a message has a role
+        kind = "item_reference" if "role" not in raw and "id" in raw else "message"
     if kind == "message":
         role = raw.get("role")
         if role not in ("user", "assistant", "system", "developer"):
@@ -78,7 +97,7 @@ def _item(raw: Any, where: str) -> dict:
     if kind == "function_call_output":
         output = raw.get("output")
         if isinstance(output, list):
-            output = "\n".join(p.get("text", "") for p in output if isinstance(p, dict))
+            output = "\n".join(_output_part_text(p, f"{where}.output[{j}]") for j, p in enumerate(output))
         if not isinstance(raw.get("call_id"), str) or not isinstance(output, str):
             raise InvalidRequestError("a function_call_output needs call_id and output strings", param=where)
         return {
@@ -96,9 +115,16 @@ def _item(raw: Any, where: str) -> dict:
             "content": raw.get("content") or [],
         }
     if kind == "item_reference":
-        raise InvalidRequestError(
-            "item_reference inputs are not supported; use previous_response_id", param=f"{where}.type"
-        )
+        ref = raw.get("id")
+        if not isinstance(ref, str) or not ref:
+            raise InvalidRequestError("an item_reference needs the id of a stored item", param=f"{where}.id")
+        found = resolve(ref)
+        if found is None:
+            raise InvalidRequestError(
+                f"no stored item has the id {ref!r} (only items of stored responses can be referenced)",
+                param=f"{where}.id",
+            )
+        return found
     raise InvalidRequestError(f"input items of type {kind!r} are not supported", param=f"{where}.type")
 
 
@@ -160,6 +186,8 @@ def _chat_message(item: dict) -> dict:
     for part in item["content"]:
         if part["type"] == "input_image":
             parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+        elif part["type"] == "input_file":
+            parts.append({"type": "text", "text": file_prompt(part)})
         else:
             parts.append({"type": "text", "text": part["text"]})
     if role == "assistant":

@@ -36,7 +36,7 @@ def chat_prompt(tmp_path: Path, **fields) -> str:
     )
     body = {"messages": [{"role": "user", "content": "Hi"}], "mode": "chat", **fields}
     req = ChatCompletionRequest.model_validate(body)
-    return svc.build(req, tools=None, count_tokens=len, budget=None).text
+    return svc.build(req, plan=None, count_tokens=len, budget=None).text
 
 
 def test_default_character_is_the_builtin_assistant(tmp_path):
@@ -129,7 +129,7 @@ def test_unknown_character_is_refused_in_instruct_mode_too(tmp_path):
     )
     req = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "character": "Nobody"})
     with pytest.raises(InvalidRequestError, match="unknown character"):
-        svc.build(req, tools=None, count_tokens=len, budget=None)
+        svc.build(req, plan=None, count_tokens=len, budget=None)
 
 
 @pytest.mark.parametrize(

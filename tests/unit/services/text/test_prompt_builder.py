@@ -14,6 +14,7 @@ from homeport.engines.base import ModelInfo
 from homeport.errors import ChatTemplateError, ContextLengthExceededError, HomeportError, InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services.text.prompts import BuiltPrompt, ChatPromptService, ChatTemplateLibrary, ChatTemplateRenderer
+from homeport.services.text.tool_use import ToolPlan
 
 # Shows each message as role|content|extras so the tests read what a template receives.
 PROBE = (
@@ -38,7 +39,9 @@ def request(messages: list[dict] | None = None, **fields) -> ChatCompletionReque
 
 
 def build(svc: ChatPromptService, req: ChatCompletionRequest, *, tools=None, budget=None) -> BuiltPrompt:
-    return svc.build(req, tools=tools, count_tokens=len, budget=budget)
+    """`tools` reach the template as given (not normalised as a request's would be)."""
+    plan = ToolPlan(tools=tuple(tools), choice="auto", forced_name=None, parallel=True) if tools else None
+    return svc.build(req, plan=plan, count_tokens=len, budget=budget)
 
 
 def write(path: Path, text: str) -> Path:
@@ -246,7 +249,7 @@ def test_templates_ignoring_tool_calls_see_them_as_text(tmp_path):
     call = {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}
     messages = [{"role": "user", "content": "w"}, {"role": "assistant", "content": None, "tool_calls": [call]}]
     built = build(service(tmp_path, model_id="gemma-3"), request(messages))
-    assert '[{"name": "f", "arguments": {}}]' in built.text
+    assert '\n{"name": "f", "arguments": {}}<end_of_turn>' in built.text
 
 
 def test_reasoning_content_sent_back_by_the_client_reaches_the_template(tmp_path):
@@ -503,7 +506,7 @@ def test_truncation_uses_the_given_counter(tmp_path):
         return len(text.split("]["))  # one "token" per message
 
     svc = service(tmp_path, chat_template=PROBE)
-    built = svc.build(request(long_history(20)), tools=None, count_tokens=count, budget=5)
+    built = svc.build(request(long_history(20)), plan=None, count_tokens=count, budget=5)
     assert built.text.count("][") + 1 <= 5 and len(calls) < 12  # binary search, not one render per message
 
 

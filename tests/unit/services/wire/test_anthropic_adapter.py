@@ -20,7 +20,7 @@ from homeport.services.text.events import (
     ToolCallStarted,
     UsageReport,
 )
-from homeport.services.wire.anthropic import MessageAssembler, error_envelope, to_chat
+from homeport.services.wire.anthropic import MessageAssembler, error_envelope, thinking_signature, to_chat
 
 EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
 
@@ -57,6 +57,7 @@ def test_thinking_text_and_tool_use_stream_as_anthropic_does():
         "ping",
         "content_block_start",
         "content_block_delta",
+        "content_block_delta",  # the thinking block's signature_delta
         "content_block_stop",
         "content_block_start",
         "content_block_delta",
@@ -69,6 +70,8 @@ def test_thinking_text_and_tool_use_stream_as_anthropic_does():
         "message_stop",
     ]
     assert [b["type"] for b in message["content"]] == ["thinking", "text", "tool_use"]
+    assert pairs[4][1]["delta"] == {"type": "signature_delta", "signature": message["content"][0]["signature"]}
+    assert message["content"][0]["signature"] == thinking_signature("hmm") != thinking_signature("hmm!")
     assert message["content"][2]["input"] == {"city": "Paris"}
     assert message["stop_reason"] == "tool_use"
     assert message["usage"] == {
@@ -169,3 +172,19 @@ def test_a_thinking_budget_must_fit_under_max_tokens():
     with pytest.raises(InvalidRequestError) as refused:
         to_chat(body)
     assert refused.value.param == "thinking.budget_tokens"
+
+
+def test_signed_thinking_blocks_in_history_are_accepted():
+    thinking = {"type": "thinking", "thinking": "I reckon 4.", "signature": thinking_signature("I reckon 4.")}
+    body = MessagesRequest.model_validate(
+        {
+            "max_tokens": 50,
+            "messages": [
+                {"role": "user", "content": "2+2?"},
+                {"role": "assistant", "content": [thinking, {"type": "text", "text": "4"}]},
+                {"role": "user", "content": "And 3+3?"},
+            ],
+        }
+    )
+    assistant = to_chat(body).messages[1]
+    assert assistant.reasoning_content == "I reckon 4." and assistant.content == "4"

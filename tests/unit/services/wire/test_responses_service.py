@@ -7,17 +7,18 @@ import asyncio
 
 import pytest
 
-from homeport.errors import ContextLengthExceededError, NotFoundError
+from homeport.errors import ContextLengthExceededError, EngineError, InvalidRequestError, NotFoundError
 from homeport.schemas.responses import ResponsesRequest
 from homeport.services.state.responses_store import ResponseStore
 from homeport.services.text.chat import ChatTurn
 from homeport.services.text.events import Finish, TextDelta, UsageReport
 from homeport.services.wire.responses import ResponsesService
+from support.openapi import SpecValidator
 
 
 class FakeChat:
-    def __init__(self, words: int, pause: float = 0.0, dropped: int = 0) -> None:
-        self.words, self.pause, self.dropped = words, pause, dropped
+    def __init__(self, words: int, pause: float = 0.0, dropped: int = 0, fail_at: int | None = None) -> None:
+        self.words, self.pause, self.dropped, self.fail_at = words, pause, dropped, fail_at
         self.requests = []
 
     async def turn(self, request) -> ChatTurn:
@@ -26,6 +27,8 @@ class FakeChat:
         async def events():
             for i in range(self.words):
                 await asyncio.sleep(self.pause)
+                if i == self.fail_at:
+                    raise EngineError("the model was unloaded")
                 yield TextDelta(f"w{i} ")
             yield Finish("stop")
             yield UsageReport(3, self.words)
@@ -95,3 +98,27 @@ async def test_a_conversation_that_does_not_fit_is_a_400_unless_truncation_is_au
         assert refused.value.param == "input"
     answer, _ = await service.create(cut, _body(truncation="auto"))
     assert answer["status"] == "completed"
+
+
+async def test_a_failure_mid_stream_ends_failed_with_a_spec_error_code_and_is_stored(service):
+    events, _ = await service.create(FakeChat(5, fail_at=2), _body(stream=True))
+    received = [data async for _, data in events]
+    failed = received[-1]
+    assert failed["type"] == "response.failed" and failed["response"]["error"]["code"] == "server_error"
+    spec = SpecValidator()
+    for data in received:
+        spec.validate("ResponseStreamEvent", data)
+    assert service.store.get(failed["response"]["id"])["status"] == "failed"
+
+
+async def test_item_references_resolve_from_the_store(service):
+    chat = FakeChat(2)
+    first, _ = await service.create(chat, _body(input="first"))
+    output_id, input_id = first["output"][0]["id"], service.store.input_items(first["id"])[0]["id"]
+    refs = [{"type": "item_reference", "id": input_id}, {"type": "item_reference", "id": output_id}]
+    await service.create(chat, _body(input=[*refs, {"role": "user", "content": "next"}]))
+    texts = [m.content if isinstance(m.content, str) else m.content[0].text for m in chat.requests[1].messages]
+    assert texts == ["first", "w0 w1 ", "next"]
+    with pytest.raises(InvalidRequestError) as unknown:
+        await service.create(chat, _body(input=[{"type": "item_reference", "id": "msg_gone"}]))
+    assert unknown.value.param == "input[0].id"

@@ -25,7 +25,7 @@ from typing import Any
 
 from homeport.engines.base import ModelInfo
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest
+from homeport.schemas.chat import ChatCompletionRequest, ToolPrompt
 from homeport.services.text.prompts import instruction_templates, messages as msgs
 from homeport.services.text.prompts.characters import CharacterLibrary, substitute_names
 from homeport.services.text.prompts.chat_mode import DEFAULT_CHAT_TEMPLATE, Persona, resolve_persona
@@ -33,7 +33,15 @@ from homeport.services.text.prompts.chat_templates import ChatTemplate, ChatTemp
 from homeport.services.text.prompts.images import show_slots
 from homeport.services.text.prompts.instruction_templates import InstructionTemplates
 from homeport.services.text.prompts.model_settings import ModelSettingsError, settings_for
+from homeport.services.text.prompts.tool_prompt import (
+    ToolRendering,
+    ToolRenderingCache,
+    history_as_text,
+    tool_section,
+    with_tool_section,
+)
 from homeport.services.text.prompts.truncation import fit
+from homeport.services.text.tool_use import ToolPlan, plan_tools
 
 # Marks where a continued reply's content ends in the rendered text; the prompt is cut there.
 _CONTINUE_MARK = "<<|homeport-continue|>>"
@@ -48,6 +56,7 @@ class BuiltPrompt:
     template_source: str  # the Jinja source of the outermost template (the chat template in chat mode)
     starts_in_reasoning: bool  # the prompt ends inside an opened <think>
     dropped_messages: int  # how many history messages truncation removed
+    generic_tools: bool = False  # homeport wrote the tools into the prompt (the template cannot show them)
 
 
 class ChatPromptService:
@@ -59,8 +68,11 @@ class ChatPromptService:
         renderer: ChatTemplateRenderer,
         user_data_dir: Path,
         load_template: ChatTemplate | None = None,
+        tool_prompt: ToolPrompt = "auto",
     ) -> None:
         self.info = info
+        self.tool_prompt = tool_prompt  # the server's --tool-prompt; a request's `tool_prompt` wins
+        self._tool_rendering = ToolRenderingCache()
         # A template given when the model was loaded (model/load's instruction_template): below the
         # request's own choice, above the per-model settings and the model's metadata.
         self.load_template = load_template
@@ -72,15 +84,15 @@ class ChatPromptService:
 
     async def chat_prompt(self, request: ChatCompletionRequest) -> dict:
         """The prompt a chat request would get, untruncated (`/v1/internal/chat-prompt`)."""
-        tools = request.tools if request.tools and request.tool_choice != "none" else None
-        built = await asyncio.to_thread(self.build, request, tools=tools, count_tokens=len, budget=None)
+        plan = plan_tools(request)
+        built = await asyncio.to_thread(self.build, request, plan=plan, count_tokens=len, budget=None)
         return {"prompt": show_slots(built.text)}
 
     def build(
         self,
         request: ChatCompletionRequest,
         *,
-        tools: list[dict] | None,
+        plan: ToolPlan | None,
         count_tokens: Callable[[str], int],
         budget: int | None,
     ) -> BuiltPrompt:
@@ -90,6 +102,20 @@ class ChatPromptService:
         system, history = msgs.split_leading_system(
             msgs.normalize(request.messages, keep_last_reasoning_inline=continuing)
         )
+        tools = list(plan.tools) if plan is not None and plan.parses_calls else None
+        generic = False
+        if request.mode == "instruct":
+            shown = self.tool_rendering(template)
+            mode = request.tool_prompt or self.tool_prompt
+            generic = tools is not None and (mode == "generic" or (mode == "auto" and not shown.tools))
+            # What the template cannot show (or, under homeport's tool prompt, all of it) as text.
+            history = history_as_text(history, calls=generic or not shown.calls, results=generic or not shown.results)
+            if generic:
+                assert plan is not None
+                section = tool_section(
+                    tools, parallel=plan.parallel, forced_name=plan.forced_name, required=plan.choice == "required"
+                )
+                system, tools = with_tool_section(system, section), None
         variables: dict[str, Any] = {
             "tools": tools or None,
             "builtin_tools": None,
@@ -102,8 +128,6 @@ class ChatPromptService:
         # A character named in instruct mode is still checked: a typo should not pass silently.
         wants_persona = request.mode != "instruct" or bool(request.character)
         persona = resolve_persona(request, self.characters) if wants_persona else None
-        if request.mode == "instruct" and "tool_calls" not in template.source:
-            history = msgs.calls_as_text(history)
         render, outer = self._mode_renderer(request, template, system, persona, variables, continuing)
         fitted = fit(history, render, count_tokens, budget)
         continued = history[-1]["content"] if continuing else ""
@@ -113,7 +137,16 @@ class ChatPromptService:
             template_source=outer.source,
             starts_in_reasoning=_opens_reasoning(fitted.text) or _unclosed_think(continued),
             dropped_messages=fitted.dropped_messages,
+            generic_tools=generic,
         )
+
+    def tool_rendering(self, template: ChatTemplate) -> ToolRendering:
+        """Whether `template` shows tools, calls and results (probed once per template)."""
+
+        def render(messages: list[dict], tools: list[dict] | None, generation_prompt: bool) -> str:
+            return self._render(template, messages, {"tools": tools}, add_generation_prompt=generation_prompt)
+
+        return self._tool_rendering.get(template.source, render)
 
     def _mode_renderer(
         self,

@@ -106,16 +106,3 @@ def split_leading_system(messages: list[dict]) -> tuple[str | None, list[dict]]:
     if count == 0:
         return None, messages
     return "\n\n".join(m["content"] for m in messages[:count]), messages[count:]
-
-
-def calls_as_text(messages: list[dict]) -> list[dict]:
-    """For templates that ignore `tool_calls`: the calls written into the reply's content, so the
-    model still sees what it called."""
-    adapted = []
-    for message in messages:
-        if message.get("tool_calls"):
-            calls = json.dumps([call.get("function", call) for call in message["tool_calls"]], ensure_ascii=False)
-            content = f"{message['content']}\n{calls}" if message["content"] else calls
-            message = {**message, "content": content}
-        adapted.append(message)
-    return adapted

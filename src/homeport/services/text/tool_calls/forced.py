@@ -1,8 +1,14 @@
-"""Streaming calls made under a forced tool_choice: the grammar guarantees the JSON, so the
-arguments can stream as they are generated, with nothing ever to take back.
+"""Streaming calls made under a grammar: the grammar guarantees the JSON, so the arguments can
+stream as they are generated, with nothing ever to take back.
 
 The output is `{"name": N, "arguments": {...}}`, or a list of such objects (parallel calls), as
 `tool_use.ToolPlan.grammar` constrains it; the name comes before the arguments in every call.
+Under `guided_grammar` (`auto` with homeport's tool prompt) it may instead be plain text, which
+the grammar keeps from beginning like JSON: the first character tells which it is.
+
+A generation cut short (max_tokens) keeps the calls it completed; the unfinished one is dropped
+from the whole message (a stream has already sent its beginning, as OpenAI's would), and the
+markup never becomes content.
 """
 
 from __future__ import annotations
@@ -30,10 +36,60 @@ class ForcedCallParser:
         self._whole = parser_by_name("generic")
 
     def parse(self, text: str, tool_names: Collection[str]) -> ParsedOutput:
-        return self._whole.parse(text, tool_names)
+        parsed = self._whole.parse(text, tool_names)
+        if parsed.tool_calls:
+            return parsed
+        stream = ForcedCallStream()  # cut short: the calls completed before the cut
+        stream.feed(text)
+        return ParsedOutput(content=None, tool_calls=stream.tool_calls)
 
     def stream(self, tool_names: Collection[str]) -> ForcedCallStream:
         return ForcedCallStream()
+
+
+class GuidedCallParser:
+    """`auto` under the guided grammar: a reply that begins like JSON is calls, any other is text."""
+
+    name = "guided"
+
+    def parse(self, text: str, tool_names: Collection[str]) -> ParsedOutput:
+        if text.lstrip()[:1] in ("{", "["):
+            return ForcedCallParser().parse(text, tool_names)
+        return ParsedOutput(content=text, tool_calls=[])
+
+    def stream(self, tool_names: Collection[str]) -> GuidedCallStream:
+        return GuidedCallStream()
+
+
+class GuidedCallStream:
+    def __init__(self) -> None:
+        self._calls: ForcedCallStream | None = None  # decided: calls
+        self._text = False  # decided: text
+        self._held = ""  # white space before the first character
+
+    @property
+    def tool_calls(self) -> list[ToolCall]:
+        return self._calls.tool_calls if self._calls is not None else []
+
+    def feed(self, fragment: str) -> StreamDelta:
+        if self._calls is not None:
+            return self._calls.feed(fragment)
+        if self._text:
+            return StreamDelta(content=fragment)
+        self._held += fragment
+        first = self._held.lstrip()[:1]
+        if not first:
+            return StreamDelta()
+        held, self._held = self._held, ""
+        if first in ("{", "["):
+            self._calls = ForcedCallStream()
+            return self._calls.feed(held)
+        self._text = True
+        return StreamDelta(content=held)
+
+    def finish(self) -> StreamDelta:
+        held, self._held = self._held, ""
+        return StreamDelta(content=held)
 
 
 class ForcedCallStream:

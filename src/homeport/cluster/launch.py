@@ -1,0 +1,165 @@
+"""`homeport serve --ray-address ADDR`: keep Ray offline, connect (or start a private one-node
+cluster for `local`), deploy the model replicas, and serve the ingress with homeport's own
+listeners, drain and signals (server.py). The replicas are deployed while the ingress already
+answers: /health is live at once, /health/ready is 503 until a replica serves the default model."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from homeport.cluster import privacy
+from homeport.errors import StartupError
+from homeport.settings import Settings
+
+log = logging.getLogger("homeport")
+
+APP_NAME = "homeport"
+DEPLOYMENT_NAME = "models"
+NAMESPACE = "homeport"
+_PATH_FIELDS = ("model_dir", "user_data_dir", "state_db")
+
+
+def replica_settings(settings: Settings) -> dict[str, Any]:
+    """The Settings a replica builds its app from: the ingress's, with paths made absolute (a Ray
+    worker's working directory is not ours) and the ingress-only fields cleared."""
+    values = settings.model_dump()
+    for name in _PATH_FIELDS:
+        if values.get(name) is not None:
+            values[name] = str(Path(values[name]).expanduser().resolve())
+    model = values.get("model")
+    if model and Path(model).expanduser().is_file():
+        values["model"] = str(Path(model).expanduser().resolve())
+    for name in ("ray_address", "ssl_keyfile", "ssl_certfile", "public_api", "public_api_id", "cloudflared"):
+        values.pop(name, None)
+    return values
+
+
+def deployment_options(settings: Settings) -> dict[str, Any]:
+    """Serve's options for the replicas. `max_ongoing_requests` is the engine's slot count: Serve's
+    default of 5 would hold streams back, a larger one would hide a replica's queue from the router."""
+    from ray.serve.config import RequestRouterConfig
+
+    from homeport.cluster.router import ROUTER_PATH
+
+    slots = int(getattr(settings, "parallel", 8) or 8)
+    options: dict[str, Any] = {
+        "name": DEPLOYMENT_NAME,
+        "max_ongoing_requests": slots,
+        "max_queued_requests": max(settings.max_queue, 1),  # Serve's least is 1 (0 means "none" here)
+        "ray_actor_options": {"num_cpus": settings.replica_cpus},
+        "graceful_shutdown_timeout_s": settings.shutdown_timeout,
+        "health_check_period_s": 5,
+        "logging_config": {"enable_access_log": False},  # Serve logs no arguments; no access lines either
+        # Routing stats (each replica's loaded models) every 2 s instead of Serve's 10.
+        "request_router_config": RequestRouterConfig(request_router_class=ROUTER_PATH,
+                                                     request_routing_stats_period_s=2),
+    }
+    if settings.min_replicas is not None or settings.max_replicas is not None:
+        low = settings.min_replicas if settings.min_replicas is not None else 1
+        options["autoscaling_config"] = {
+            "min_replicas": low,
+            "initial_replicas": max(low, 1),
+            "max_replicas": settings.max_replicas if settings.max_replicas is not None else max(low, settings.replicas),
+            "target_ongoing_requests": settings.target_ongoing_requests,
+        }
+    else:
+        options["num_replicas"] = settings.replicas
+    return options
+
+
+def connect(settings: Settings) -> None:
+    """ray.init on the cluster (`local`: a private one-node cluster on 127.0.0.1)."""
+    address = settings.ray_address
+    privacy.apply([address] if address and address != "local" else [])
+    try:
+        import ray
+    except ImportError:
+        raise StartupError("--ray-address needs Ray: pip install 'homeport[ray]'") from None
+    common = {"namespace": NAMESPACE, "log_to_driver": settings.debug, "logging_level": logging.WARNING}
+    try:
+        if address == "local":
+            os.environ.setdefault(privacy.TOKEN_VARIABLE, privacy.new_token())  # never written to ~/.ray
+            ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", **common)
+        else:
+            _reachable(address)
+            ray.init(address=address, **common)
+    except Exception as exc:  # noqa: BLE001 - Ray's errors: connection refused, a wrong or missing token, ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StartupError(f"cannot join the Ray cluster at {address}: {reason}") from None
+
+
+def _reachable(address: str, timeout: float = 5.0) -> None:
+    """Fail in seconds on a head nobody answers at (ray.init would retry for minutes). `auto` and
+    Ray Client addresses (`ray://...`) are left to Ray."""
+    if address == "auto" or "://" in address:
+        return
+    if address.startswith("["):  # [::1]:6379
+        host, _, rest = address[1:].partition("]")
+        port = rest.lstrip(":")
+    elif address.count(":") == 1:
+        host, port = address.split(":")
+    else:
+        host, port = address, ""
+    try:
+        with socket.create_connection((host, int(port or 6379)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        raise StartupError(f"cannot reach the Ray cluster's head at {address}: {reason}") from None
+
+
+def deploy(settings: Settings) -> Any:
+    """Deploy (or update) the replicas; returns their handle once at least one serves."""
+    from ray import serve
+
+    from homeport.cluster.replica import ModelReplica
+
+    serve.start(proxy_location="Disabled")  # homeport's ingress is the only HTTP entry
+    app = serve.deployment(ModelReplica, **deployment_options(settings)).bind(replica_settings(settings))
+    return serve.run(app, name=APP_NAME, route_prefix=None)
+
+
+def serve_cluster(settings: Settings) -> int:
+    from homeport.cluster.ingress import ClusterIngress
+    from homeport.registry.library import resolve_model
+    from homeport.server import _UVICORN_GRACE_S, DrainingServer, _url_host, bind_listeners
+
+    if settings.public_api:
+        raise StartupError("--public-api does not work with --ray-address yet: run cloudflared to the ingress's port")
+    location = resolve_model(settings)  # a missing model fails here, before any cluster work
+    listeners = bind_listeners(settings.bind_hosts, settings.api_port)
+    connect(settings)
+    import ray
+    import uvicorn
+    from ray import serve
+
+    ingress = ClusterIngress(lambda: deploy(settings), aliases=settings.model_aliases)
+    port = listeners[0].getsockname()[1]
+    scheme = "https" if settings.ssl_certfile else "http"
+    urls = [f"{scheme}://{_url_host(sock)}:{port}/v1" for sock in listeners]
+    log.info("serving %s on %s through the Ray cluster at %s", location.id, ", ".join(urls), settings.ray_address)
+    for url in urls:
+        logging.getLogger("homeport.announce").info("listening on %s", url)
+    config = uvicorn.Config(
+        ingress, host=settings.bind_hosts[0], port=port, access_log=False, log_config=None, log_level="warning",
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        timeout_graceful_shutdown=_UVICORN_GRACE_S,
+    )
+    server = DrainingServer(config, ingress.state.drain, settings.shutdown_timeout)
+    try:
+        server.run(sockets=listeners)
+    finally:
+        try:
+            serve.delete(APP_NAME)  # the replicas live as long as this process
+        except Exception as exc:  # noqa: BLE001 - the cluster may be gone already
+            log.warning("could not remove the replicas: %s", type(exc).__name__)
+        ray.shutdown()
+    if server.startup_error is not None:
+        raise StartupError(server.startup_error)
+    return 0 if server.started else 1
+

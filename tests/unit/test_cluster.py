@@ -1,0 +1,192 @@
+"""homeport.cluster without a cluster: prompt keys and prefix affinity, the router's ranking, the
+privacy environment, settings and flags, and no Ray without --ray-address. The request path (the
+replica's ASGI bridge and the ingress) is in test_cluster_ingress.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from homeport.cluster.forwarding import ForwardedRequest
+from homeport.cluster.prefix import PrefixAffinity, prompt_key, routing_fields
+from homeport.cluster.privacy import CLOSED_PORT_URL, ray_environment
+from homeport.settings import SettingsError, load_settings
+
+JSON = {"content-type": "application/json"}
+
+
+def chat(messages, **extra) -> bytes:
+    import json
+
+    return json.dumps({"model": "m", "messages": messages, **extra}).encode()
+
+
+# --- prompt keys and affinity ---------------------------------------------------------------
+
+def test_prompt_key_keeps_the_conversation_in_order_so_a_longer_history_extends_it():
+    first = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    longer = [*first, {"role": "assistant", "content": "hi"}, {"role": "user", "content": "more"}]
+    short_key, long_key = prompt_key("/v1/chat/completions", chat(first)), prompt_key("/v1/chat/completions", chat(longer))
+    assert long_key.startswith(short_key)
+    parts = [{"role": "user", "content": [{"type": "text", "text": "hello"}]}]
+    assert "hello" in prompt_key("/v1/chat/completions", chat(parts))
+    assert "once upon" in prompt_key("/v1/completions", b'{"model": "m", "prompt": "once upon"}')
+    assert routing_fields("/v1/completions", b'{"model": "m", "prompt": "x"}')[0] == "m"
+
+
+@pytest.mark.parametrize("path, body", [
+    ("/v1/models", b""), ("/v1/chat/completions", b"not json"), ("/v1/chat/completions", b"[1, 2]"),
+    ("/v1/embeddings", b'{"model": "m"}'), ("/health/ready", b'{"prompt": "x"}'),
+])
+def test_requests_without_a_prompt_have_no_key(path, body):
+    assert prompt_key(path, body) is None
+
+
+def test_affinity_prefers_the_replica_with_the_longest_prefix_and_ignores_short_matches():
+    affinity = PrefixAffinity(min_share=0.5, min_chars=10)
+    history = "m\x1esystem:" + "x" * 200
+    affinity.record("a", history)
+    affinity.record("b", "m\x1esystem:" + "y" * 200)
+    assert affinity.best(history + "\x1fuser:next question", ["a", "b"]) == (["a"], len(history))
+    assert affinity.best("m\x1esystem:zzz" + "z" * 300, ["a", "b"]) == ([], 0)  # only the head matches
+    assert affinity.best(history, ["b"]) == ([], 0)  # "a" is not a candidate (busy, gone)
+    affinity.forget("a")
+    assert affinity.best(history, ["a", "b"]) == ([], 0)
+
+
+def test_affinity_names_the_replicas_remembered_for_the_least_text():
+    affinity = PrefixAffinity()
+    affinity.record("a", "x" * 100)
+    affinity.record("b", "y" * 10)
+    assert affinity.smallest(["a", "b", "c"]) == ["c"]
+    assert affinity.smallest(["a", "b"]) == ["b"]
+
+
+def test_affinity_keeps_a_bounded_memory_and_drops_replicas_that_left():
+    affinity = PrefixAffinity(min_share=0.5, min_chars=1, keep=2)
+    for key in ("k1" * 20, "k2" * 20, "k3" * 20):
+        affinity.record("a", key)
+    assert affinity.best("k1" * 20, ["a"]) == ([], 0)
+    assert affinity.best("k3" * 20, ["a"])[0] == ["a"]
+    affinity.record("b", "k9" * 20)
+    affinity.keep_only(["a"])
+    assert affinity.best("k9" * 20, ["a", "b"]) == ([], 0)
+
+
+def _router(imbalance=4, queues=None):
+    pytest.importorskip("ray")
+    from homeport.cluster.router import PrefixAffinityRouter
+
+    router = PrefixAffinityRouter.__new__(PrefixAffinityRouter)  # its Serve plumbing is not needed here
+    router._affinity = PrefixAffinity(min_share=0.5, min_chars=10)
+    router._imbalance = imbalance
+    router._replica_queue_len_cache = SimpleNamespace(get=lambda rid: (queues or {}).get(rid.unique_id))
+    return router
+
+
+def _replica(name, loaded=()):
+    return SimpleNamespace(replica_id=SimpleNamespace(unique_id=name), routing_stats={"loaded": list(loaded)})
+
+
+def _pending(body: bytes):
+    model, key = routing_fields("/v1/chat/completions", body)
+    return SimpleNamespace(args=[ForwardedRequest("POST", "/v1/chat/completions", b"", [], body,
+                                                  prompt_key=key, model=model)])
+
+
+async def test_router_ranks_the_prefix_holder_first_then_everyone():
+    router = _router()
+    a, b = _replica("a"), _replica("b")
+    history = [{"role": "system", "content": "long shared context " * 20}, {"role": "user", "content": "q1"}]
+    assert await router.choose_replicas([a, b], _pending(chat(history))) == [[a, b]]  # nothing known yet
+    router.on_request_routed(_pending(chat(history)), b.replica_id, None)
+    assert await router.choose_replicas([a, b], _pending(chat(history))) == [[b], [a, b]]
+    assert await router.choose_replicas([a, b], _pending(b"{}")) == [[a, b]]
+    # A new conversation goes where the least is cached: "a" here.
+    other = [{"role": "system", "content": "unrelated " * 30}, {"role": "user", "content": "q"}]
+    assert await router.choose_replicas([a, b], _pending(chat(other))) == [[a], [a, b]]
+
+
+async def test_router_prefers_replicas_that_have_the_requested_model_loaded():
+    router = _router()
+    a, b, c = _replica("a", ["m", "other"]), _replica("b", ["other"]), _replica("c", ["m"])
+    assert await router.choose_replicas([a, b, c], _pending(chat([{"role": "user", "content": "q"}]))) == [
+        [a, c], [a, b, c]]
+    everyone = [_replica("a", ["m"]), _replica("b", ["m"])]  # no preference when all (or none) have it
+    assert await router.choose_replicas(everyone, _pending(chat([{"role": "user", "content": "q"}]))) == [everyone]
+
+
+async def test_router_lets_a_busy_favourite_go_when_the_load_is_uneven():
+    router = _router(imbalance=2, queues={"a": 0, "b": 5})
+    a, b = _replica("a"), _replica("b")
+    history = [{"role": "user", "content": "long shared context " * 20}]
+    router.on_request_routed(_pending(chat(history)), b.replica_id, None)
+    assert await router.choose_replicas([a, b], _pending(chat(history))) == [[a, b]]  # the least queued wins
+
+
+# --- privacy --------------------------------------------------------------------------------
+
+def test_ray_environment_turns_off_usage_stats_and_points_every_proxy_at_a_closed_loopback_port():
+    env = ray_environment(["10.0.0.5:6379", "10.0.0.6"], token="t0k")
+    assert env["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert env["RAY_USAGE_STATS_REPORT_URL"].startswith(CLOSED_PORT_URL)
+    assert CLOSED_PORT_URL.startswith("http://127.0.0.1:")
+    for name in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        assert env[name] == CLOSED_PORT_URL
+    assert env["no_proxy"].split(",")[-2:] == ["10.0.0.5", "10.0.0.6"]
+    assert "127.0.0.1" in env["no_proxy"].split(",")
+    assert env["RAY_AUTH_MODE"] == "token" and env["RAY_AUTH_TOKEN"] == "t0k"
+    assert "RAY_AUTH_TOKEN" not in ray_environment([])  # connecting keeps the cluster's own token
+
+
+def test_privacy_module_prints_export_lines():
+    out = subprocess.run([sys.executable, "-m", "homeport.cluster.privacy", "--new-token", "10.1.1.1"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "export RAY_USAGE_STATS_ENABLED='0'" in out and "10.1.1.1" in out and "export RAY_AUTH_TOKEN=" in out
+
+
+# --- settings, flags, and no Ray without --ray-address ---------------------------------------
+
+def test_cluster_settings_from_flags_and_their_checks(tmp_path):
+    settings = load_settings({"ray_address": "10.0.0.5:6379", "replicas": 3, "user_data_dir": tmp_path}, {})
+    assert (settings.ray_address, settings.replicas, settings.min_replicas) == ("10.0.0.5:6379", 3, None)
+    assert load_settings({"ray_address": "", "user_data_dir": tmp_path}, {}).ray_address is None
+    with pytest.raises(SettingsError, match="min_replicas"):
+        load_settings({"min_replicas": 4, "max_replicas": 2, "user_data_dir": tmp_path}, {})
+    with pytest.raises(SettingsError, match="replicas"):
+        load_settings({"replicas": 0, "user_data_dir": tmp_path}, {})
+
+
+def test_cluster_flags_parse():
+    from homeport.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--ray-address", "local", "--min-replicas", "1", "--max-replicas", "4",
+                                      "--target-ongoing-requests", "3", "--replica-cpus", "0.5"])
+    assert (args.ray_address, args.min_replicas, args.max_replicas) == ("local", 1, 4)
+    assert (args.target_ongoing_requests, args.replica_cpus) == (3.0, 0.5)
+
+
+def test_start_up_imports_no_ray():
+    code = ("import sys, homeport.cli, homeport.server, homeport.app, homeport.settings; "
+            "print('ray' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False"]
+
+
+def test_deployment_options_size_the_replicas_to_the_engine_slots(tmp_path):
+    pytest.importorskip("ray")
+    from homeport.cluster.launch import deployment_options, replica_settings
+
+    fixed = load_settings({"ray_address": "local", "replicas": 2, "parallel": 3, "user_data_dir": tmp_path}, {})
+    options = deployment_options(fixed)
+    assert options["max_ongoing_requests"] == 3 and options["num_replicas"] == 2
+    assert options["request_router_config"].request_router_class == "homeport.cluster.router:PrefixAffinityRouter"
+    scaled = load_settings({"ray_address": "local", "min_replicas": 1, "max_replicas": 4, "user_data_dir": tmp_path}, {})
+    auto = deployment_options(scaled)["autoscaling_config"]
+    assert (auto["min_replicas"], auto["max_replicas"], auto["target_ongoing_requests"]) == (1, 4, 2.0)
+    assert "num_replicas" not in deployment_options(scaled)
+    values = replica_settings(load_settings({"ray_address": "local", "user_data_dir": "rel/dir"}, {}))
+    assert "ray_address" not in values and values["user_data_dir"].startswith("/")
