@@ -104,5 +104,5 @@ class CatchAllMiddleware:
                 "unhandled %s in %s %s", type(exc).__name__, scope.get("method"), scope.get("path"),
                 exc_info=exc if self.debug else None,
             )
-            if not started:
-                await error_response(INTERNAL_ERROR)(scope, receive, send)
+            if not started:  # in the envelope of the request's wire format (Anthropic's on /v1/messages)
+                await error_response(INTERNAL_ERROR, Request(scope))(scope, receive, send)

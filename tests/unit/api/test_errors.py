@@ -130,6 +130,21 @@ async def test_internal_error_is_500_without_internals_and_server_keeps_serving(
     assert (await client.http.post(CHAT, json={"messages": USER})).status_code == 200
 
 
+async def test_an_internal_error_on_messages_is_anthropics_api_error(make_client):
+    client = make_client(FakeEngine(script="ok"))
+
+    def explode(request):
+        raise ZeroDivisionError("secret internal detail")
+
+    client.engine.generate = explode
+    body = {"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}
+    response = await client.http.post("/v1/messages", json=body)
+    assert response.status_code == 500
+    assert response.json() == {
+        "type": "error", "error": {"type": "api_error", "message": "The server had an error while processing your request."}
+    }
+
+
 async def test_template_raise_exception_is_a_400(make_client, spec):
     template = "{% if messages[0].role != 'user' %}{{ raise_exception('first message must be from the user') }}{% endif %}x"
     client = make_client(FakeEngine(chat_template=template))

@@ -237,7 +237,10 @@ class GenerationRuntime(Worker[GenerationJob]):
         for job, item in outbox:
             by_loop.setdefault(job.loop, []).append((job, item))
         for loop, items in by_loop.items():
-            loop.call_soon_threadsafe(_deliver_all, items)
+            try:
+                loop.call_soon_threadsafe(_deliver_all, items)
+            except RuntimeError:  # that loop is closed (its caller is gone); the others still get theirs
+                continue
 
     def crash(self, running: list[GenerationJob], exc: Exception) -> None:
         self.broke(list(running), running, exc)
