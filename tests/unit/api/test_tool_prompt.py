@@ -183,3 +183,16 @@ async def test_a_forced_call_list_cut_short_keeps_the_completed_calls(make_clien
     assert choice["finish_reason"] == "length"
     assert choice["message"]["content"] is None  # never the markup
     assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["get_weather", "get_time"]
+
+
+async def test_odd_schemas_and_history_calls_are_never_a_500(make_client):
+    odd = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": ["string", "null"]}, "b": "x"}, "required": ["a", "b", 3]}}}
+    history = USER + [
+        {"role": "assistant", "content": "", "tool_calls": [{"id": "a", "type": "function", "function": "oops"}]},
+        {"role": "tool", "tool_call_id": "a", "content": "r"},
+    ]
+    client = make_client(fake("ok"))
+    text = await prompt_of(client, messages=history, tools=[odd])
+    assert '"arguments": {"a": "...", "b": "..."}' in text and "Result of a tool: r" in text
+    response = await client.http.post(CHAT, json={"messages": history, "tools": [odd]})
+    assert response.status_code in (200, 400), response.text

@@ -110,14 +110,18 @@ def tool_section(tools: list[dict], *, parallel: bool, forced_name: str | None, 
 
 def _example(function: dict) -> dict:
     """A call of `function` with a placeholder for each required argument."""
-    parameters = function.get("parameters") or {}
-    properties = parameters.get("properties") or {}
+    parameters = function.get("parameters")
+    parameters = parameters if isinstance(parameters, dict) else {}
+    properties = parameters.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = parameters.get("required")
     placeholders = {"string": "...", "integer": 1, "number": 1.0, "boolean": True, "array": [], "object": {}}
-    arguments = {
-        name: placeholders.get((properties.get(name) or {}).get("type"), "...")
-        for name in parameters.get("required") or []
-        if isinstance(name, str)
-    }
+    arguments = {}
+    for name in required if isinstance(required, list) else []:
+        if isinstance(name, str):
+            schema = properties.get(name)
+            kind = schema.get("type") if isinstance(schema, dict) else None
+            arguments[name] = placeholders.get(kind, "...") if isinstance(kind, str) else "..."
     return {"name": function["name"], "arguments": arguments}
 
 
@@ -142,7 +146,7 @@ def history_as_text(history: list[dict], *, calls: bool, results: bool) -> list[
     for message in history:
         for call in message.get("tool_calls") or []:
             if isinstance(call, dict) and call.get("id"):
-                names[call["id"]] = (call.get("function") or {}).get("name", "")
+                names[call["id"]] = str(_function(call).get("name", ""))
         if calls and message.get("tool_calls"):
             adapted.append(_call_text(message))
         elif results and message["role"] == "tool":
@@ -158,10 +162,18 @@ def history_as_text(history: list[dict], *, calls: bool, results: bool) -> list[
     return [{k: v for k, v in m.items() if k != "_tool_results"} for m in adapted]
 
 
+def _function(call: object) -> dict:
+    """A history call's function (OpenAI nests it; some clients send it bare), or {}."""
+    if not isinstance(call, dict):
+        return {}
+    function = call.get("function", call)
+    return function if isinstance(function, dict) else {}
+
+
 def _call_text(message: dict) -> dict:
     shown = []
     for call in message["tool_calls"]:
-        function = call.get("function", call) if isinstance(call, dict) else {}
+        function = _function(call)
         arguments = function.get("arguments")
         if isinstance(arguments, str):
             try:
