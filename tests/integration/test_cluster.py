@@ -296,6 +296,24 @@ def test_a_long_history_sticks_to_one_replica_and_hits_its_prefix_cache(cluster)
         assert all(cached > prompt / 2 for _, prompt, cached in runs[1:]), seen  # reuse is in whole chunks
 
 
+def test_a_stored_response_is_served_by_the_replica_that_holds_it(cluster):
+    """Each replica keeps its own store: retrieve, input items, a follow-up turn and delete of a
+    stored response all reach the replica that created it (its id names it)."""
+    with cluster.http() as http:
+        created = http.post("/v1/responses", json={"model": "any", "input": "Say hi.", "max_output_tokens": 4})
+        assert created.status_code == 200, created.text
+        home, response_id = created.headers["x-homeport-replica"], created.json()["id"]
+        calls = [http.get(f"/v1/responses/{response_id}") for _ in range(4)]
+        calls.append(http.get(f"/v1/responses/{response_id}/input_items"))
+        calls.append(http.post("/v1/responses", json={
+            "model": "any", "input": "Again.", "previous_response_id": response_id, "max_output_tokens": 4}))
+        calls.append(http.delete(f"/v1/responses/{response_id}"))
+    for call in calls:
+        assert call.status_code == 200, call.text
+        assert call.headers["x-homeport-replica"] == home
+    assert calls[0].json()["id"] == response_id
+
+
 def test_health_and_models_come_from_the_cluster(cluster):
     with cluster.http() as http:
         live, ready, models = http.get("/health"), http.get("/health/ready"), http.get("/v1/models")

@@ -4,6 +4,8 @@ replica's ASGI bridge and the ingress) is in test_cluster_ingress.py."""
 
 from __future__ import annotations
 
+import json
+
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -108,6 +110,30 @@ async def test_router_ranks_the_prefix_holder_first_then_everyone():
     # A new conversation goes where the least is cached: "a" here.
     other = [{"role": "system", "content": "unrelated " * 30}, {"role": "user", "content": "q"}]
     assert await router.choose_replicas([a, b], _pending(chat(other))) == [[a], [a, b]]
+
+
+async def test_a_stored_response_is_answered_by_the_replica_that_holds_it():
+    from homeport.cluster.prefix import stored_home
+    from homeport.services import ids
+
+    ids.set_home("b7x")
+    try:
+        stored = ids.stored_id("resp")
+    finally:
+        ids.set_home("")
+    assert stored.startswith("resp_b7x-") and ids.home_of(stored) == "b7x"
+    assert ids.home_of(ids.stored_id("resp")) is None  # a single server's ids name no replica
+    assert stored_home(f"/v1/responses/{stored}", b"") == "b7x"
+    assert stored_home(f"/v1/responses/{stored}/input_items", b"") == "b7x"
+    assert stored_home("/v1/responses", json.dumps({"previous_response_id": stored}).encode()) == "b7x"
+    assert stored_home("/v1/responses", b'{"input": "hi"}') is None
+    assert stored_home("/v1/chat/completions", json.dumps({"previous_response_id": stored}).encode()) is None
+    router = _router()
+    a, b = _replica("a"), _replica("b7x")
+    request = ForwardedRequest("GET", f"/v1/responses/{stored}", b"", [], b"", pin="b7x")
+    assert await router.choose_replicas([a, b], SimpleNamespace(args=[request])) == [[b]]
+    gone = ForwardedRequest("GET", "/v1/responses/x", b"", [], b"", pin="dead")  # its replica is gone: anyone
+    assert await router.choose_replicas([a, b], SimpleNamespace(args=[gone])) == [[a, b]]
 
 
 async def test_router_prefers_replicas_that_have_the_requested_model_loaded():

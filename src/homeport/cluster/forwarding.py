@@ -25,6 +25,7 @@ class ForwardedRequest:
     client: tuple[str, int] | None = None
     prompt_key: str | None = field(default=None, repr=False)
     model: str | None = None  # the model the body names, aliases applied: the router prefers replicas with it loaded
+    pin: str | None = None  # the replica that holds the stored response the request names: only it can answer
 
     def __repr__(self) -> str:  # never the body or the prompt, should Ray or a log print it
         return f"ForwardedRequest({self.method} {self.path}, {len(self.body)} bytes)"

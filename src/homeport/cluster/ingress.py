@@ -22,7 +22,7 @@ from homeport.api.drain import Drain, DrainMiddleware
 from homeport.api.errors import INTERNAL_ERROR, error_response
 from homeport.api.streaming import DONE, OPENAI_SSE
 from homeport.cluster.forwarding import ForwardedRequest, ResponseStart
-from homeport.cluster.prefix import routing_fields
+from homeport.cluster.prefix import routing_fields, stored_home
 from homeport.errors import HomeportError, ServiceUnavailableError
 
 log = logging.getLogger("homeport")
@@ -101,6 +101,7 @@ class ClusterIngress:
             method=scope["method"], path=scope["path"], query=scope.get("query_string", b""),
             headers=list(scope.get("headers", [])), body=body, client=scope.get("client"),
             prompt_key=key, model=self.aliases.get(model, model) if model else None,
+            pin=stored_home(scope["path"], body),
         )
         wait = READY_WAIT_S if scope["path"] == "/health/ready" else None
         await self._forward(scope, request, receive, send, wait)

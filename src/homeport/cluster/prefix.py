@@ -16,6 +16,8 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
+from homeport.services.ids import home_of
+
 # The fields of a body that hold its prompt, in the order the model reads them.
 _PROMPT_FIELDS = ("system", "instructions", "messages", "prompt", "input")
 
@@ -42,6 +44,21 @@ def routing_fields(path: str, body: bytes) -> tuple[str | None, str | None]:
         if field in data:
             parts.append(_text(data[field]))
     return model, ("\x1e".join(parts) if len(parts) > 1 else None)
+
+
+def stored_home(path: str, body: bytes) -> str | None:
+    """The replica holding the stored response a request names (in its path, or as the body's
+    `previous_response_id`): its id says so (services/ids.stored_id). None: any replica."""
+    if path.startswith("/v1/responses/"):
+        return home_of(path.removeprefix("/v1/responses/").split("/", 1)[0])
+    if path == "/v1/responses" and b"previous_response_id" in body:
+        try:
+            data = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            return None
+        previous = data.get("previous_response_id") if isinstance(data, dict) else None
+        return home_of(previous) if isinstance(previous, str) else None
+    return None
 
 
 def _text(value: Any) -> str:

@@ -27,11 +27,13 @@ class ModelReplica:
         from homeport.registry.library import ModelLibrary, packaged_models, resolve_model
         from homeport.registry.loading import LibraryLoader
         from homeport.server import configure_logging
+        from homeport.services import ids
         from homeport.settings import Settings
 
         config = Settings(**settings)
         configure_logging(config.debug)
         self.name = serve.get_replica_context().replica_id.unique_id
+        ids.set_home(self.name)  # stored responses' ids name this replica (the ingress pins to it)
         library = ModelLibrary(config.model_dir, extra=packaged_models())
         self.app = create_app(config, None, entry=resolve_model(config), loader=LibraryLoader(config),
                               model_library=library)

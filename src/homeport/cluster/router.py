@@ -14,7 +14,8 @@ ROUTER_PATH = "homeport.cluster.router:PrefixAffinityRouter"
 
 
 class PrefixAffinityRouter(FIFOMixin, RequestRouter):
-    """Ranks: [replicas with the best prefix match, or for a new prompt those remembered for the
+    """A request naming a stored response goes to the replica that holds it (while it lives).
+    Otherwise ranks: [replicas with the best prefix match, or for a new prompt those remembered for the
     least text], [replicas that have the requested model loaded], then [every replica]. Serve takes the least queued replica of the first rank that
     has a free slot, so a busy favourite spills over."""
 
@@ -29,6 +30,10 @@ class PrefixAffinityRouter(FIFOMixin, RequestRouter):
         key, model = getattr(request, "prompt_key", None), getattr(request, "model", None)
         if not candidate_replicas:
             return [candidate_replicas]
+        pin = getattr(request, "pin", None)
+        pinned = [r for r in candidate_replicas if pin is not None and r.replica_id.unique_id == pin]
+        if pinned:  # a stored response lives on its replica: only that one can answer for it
+            return [pinned]
         ranks = []
         if key is not None:
             by_id = {replica.replica_id.unique_id: replica for replica in candidate_replicas}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from homeport.schemas.responses import ResponsesRequest
-from homeport.services.ids import now
+from homeport.services.ids import now, stored_id
 from homeport.services.text.events import (
     Event,
     Finish,
@@ -25,7 +25,7 @@ Named = tuple[str, dict]
 def new_response(body: ResponsesRequest, model: str, status: str) -> dict:
     fmt = (body.text or {}).get("format") or {"type": "text"}
     return {
-        "id": item_id("resp"),
+        "id": stored_id("resp"),
         "object": "response",
         "created_at": now(),
         "status": status,
