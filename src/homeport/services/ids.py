@@ -21,9 +21,14 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
 
+def item_id(prefix: str) -> str:
+    """OpenAI's style of object id (`resp_…`, `msg_…`, `fc_…`)."""
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
 def stored_id(prefix: str) -> str:
-    """An id for stored state: `prefix_HOME-HEX` on a cluster replica, `prefix_HEX` elsewhere."""
-    return f"{prefix}_{_home}-{uuid.uuid4().hex}" if _home else f"{prefix}_{uuid.uuid4().hex}"
+    """An id for stored state: `prefix_HOME-HEX` on a cluster replica, `item_id` elsewhere."""
+    return f"{prefix}_{_home}-{uuid.uuid4().hex}" if _home else item_id(prefix)
 
 
 def home_of(stored: str) -> str | None:

@@ -140,11 +140,11 @@ class Scheduler(GenerationRuntime):
         else:
             seq.sampler = self._build_sampler(seq.request)
         prompt = seq.request.prompt_tokens
-        slot = self._choose_slot(prompt)
+        slot, shared = self._choose_slot(prompt)
         self._free.remove(slot)
         seq.slot = slot
-        wants_cache = seq.request.use_prefix_cache and not seq.request.prompt_logprobs
-        shared = common_prefix(slot.tokens, prompt) if wants_cache else 0
+        if not seq.request.use_prefix_cache or seq.request.prompt_logprobs:
+            shared = 0
         # Keep whole aligned chunks only, and always leave the last prompt token to decode (its
         # logits give the first sampled token).
         reuse = (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
@@ -161,16 +161,16 @@ class Scheduler(GenerationRuntime):
         del slot.tokens[reuse:]
         seq.prefilled = seq.cached = reuse
 
-    def _choose_slot(self, prompt: Sequence[int]) -> Slot:
+    def _choose_slot(self, prompt: Sequence[int]) -> tuple[Slot, int]:
         """The free slot whose cache shares the longest prefix with `prompt` (among equals, the least
         recently used) when that reuses at least half of what it holds; else the least recently used
-        slot. Taking a slot for a short shared opening (a system prompt) would wipe another
+        slot; and how much of `prompt` the chosen slot holds. Taking a slot for a short shared opening (a system prompt) would wipe another
         conversation's long cache for a few tokens' gain (llama-server's slot similarity, 0.5)."""
         shared = {id(s): common_prefix(s.tokens, prompt) for s in self._free}
         best = max(self._free, key=lambda s: (shared[id(s)], -s.last_used))
-        if 2 * shared[id(best)] >= len(best.tokens):
-            return best
-        return min(self._free, key=lambda s: (s.last_used, -shared[id(s)]))
+        if 2 * shared[id(best)] < len(best.tokens):
+            best = min(self._free, key=lambda s: (s.last_used, -shared[id(s)]))
+        return best, shared[id(best)]
 
     def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
         chain = build_chain(request.sampling, self._model, self._n_vocab, self.context_length)

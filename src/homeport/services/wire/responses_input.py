@@ -4,20 +4,16 @@ conversation, tools and output format."""
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from typing import Any
 
 from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.schemas.responses import ResponsesRequest
+from homeport.services.ids import item_id
 from homeport.services.wire.input_files import check_file_part, file_prompt
 
 Resolve = Callable[[str], dict | None]  # a stored item by its id (ResponseStore.item)
-
-
-def item_id(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex}"
 
 
 def input_items(body: ResponsesRequest, resolve: Resolve = lambda _: None) -> list[dict]:

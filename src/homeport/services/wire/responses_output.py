@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from homeport.schemas.responses import ResponsesRequest
-from homeport.services.ids import now, stored_id
+from homeport.services.ids import item_id, now, stored_id
 from homeport.services.text.events import (
     Event,
     Finish,
@@ -17,7 +17,7 @@ from homeport.services.text.events import (
     ToolCallStarted,
     UsageReport,
 )
-from homeport.services.wire.responses_input import echoed_tools, item_id
+from homeport.services.wire.responses_input import echoed_tools
 
 Named = tuple[str, dict]
 
