@@ -135,6 +135,7 @@ class GenerationStats:
     draft_tokens: int = 0  # speculative decoding: tokens drafted, and of those, accepted by the model
     draft_accepted: int = 0
     last_cancelled_tokens: int | None = None  # tokens the most recently cancelled generation produced
+    paused: int = 0  # times a running generation gave up its KV cells to the others (it then resumed)
     queued: int = 0  # generations submitted and still waiting for a slot (`queue_depth()`)
 
 

@@ -58,6 +58,11 @@ LOAD_ARGS: tuple[LoadArg, ...] = (
             default=True, setting="kv_unified",
             flag=Flag(("--kv-unified",), "one KV cache shared by all sequences (default; --no-kv-unified: one "
                       "stream each, output independent of history)", switch=True)),
+    LoadArg("kv_size", int, "KV cache cells shared by all sequences of the unified cache (0 = one context's worth: "
+            "ctx_size); when running requests outgrow it, the newest pauses and resumes",
+            default=0, setting="kv_size",
+            flag=Flag(("--kv-size",), "KV cache cells shared by the sequences (default 0: one context, "
+                      "as llama-server's -c; ctx-size x parallel: every request its full context at once)", "N")),
     LoadArg("spec_type", str, "speculative decoding: none, draft (with model_draft) or ngram (prompt lookup)",
             choices=tuple(SPEC_TYPES), setting="spec_type",
             flag=Flag(("--spec-type",), "speculative decoding: a draft model, or ngram (prompt lookup, no second "
@@ -123,6 +128,7 @@ def load(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> LlamaCp
         use_mmap=not arg("no_mmap"),
         use_mlock=arg("mlock"),
         kv_unified=arg("kv_unified"),
+        kv_size=arg("kv_size"),
         speculative=speculative,
         mmproj=side_file(arg("mmproj"), settings, "vision projector"),
         split_mode=arg("split_mode"),

@@ -58,6 +58,7 @@ class LlamaCppConfig:
     use_mmap: bool = True
     use_mlock: bool = False
     kv_unified: bool = True  # one KV cache shared by all sequences, or one stream each
+    kv_size: int = 0  # the unified cache's cells; 0: one context's worth
     speculative: SpeculativeConfig | None = None
     mmproj: Path | None = None  # a vision projector: the model then takes images
     split_mode: str = "layer"  # none | layer | row: how layers spread over several GPUs
@@ -122,6 +123,7 @@ class LlamaCppEngine(RuntimeEngine):
             vision=vision,
             draft_max=config.speculative.draft_max if config.speculative else 0,
             draft_min=config.speculative.draft_min if config.speculative else 0,
+            kv_cells=llama_cpp.llama_n_ctx(ctx.ctx) if config.kv_unified else None,
         )
         self._loras = LoraSet(model.model, ctx.ctx)
         metadata = model.metadata()
@@ -168,12 +170,17 @@ class LlamaCppEngine(RuntimeEngine):
         threads = config.threads or _default_threads()
         n_batch = min(config.batch_size, context_length)
         ctx_params = llama_cpp.llama_context_default_params()
-        # ctx_size cells per sequence, so a request never finds the cache full. Unified (one cache
-        # for all, the default): attention batches across sequences, 1.5x the aggregate speed of
-        # separate streams at 8; separate streams: where a request's tokens sit never depends on
+        # Unified (one cache for all, the default): attention batches across sequences, 1.5x the
+        # aggregate speed of separate streams at 8, and the sequences share one pool of kv_size
+        # cells (one context by default; the scheduler pauses a request when they outgrow it).
+        # Separate streams: ctx_size cells each, and where a request's tokens sit never depends on
         # what others left behind, so its greedy output never does either (docs/benchmarks.md).
+        if config.kv_unified and 0 < config.kv_size < context_length:
+            model.close()
+            raise StartupError(f"--kv-size {config.kv_size} is less than the context length {context_length}: "
+                               "a request could not fit (raise it, or lower --ctx-size)")
         ctx_params.kv_unified = config.kv_unified
-        ctx_params.n_ctx = context_length * config.parallel
+        ctx_params.n_ctx = (config.kv_size or context_length) if config.kv_unified else context_length * config.parallel
         ctx_params.n_seq_max = config.parallel
         # A step: a prompt budget plus each sequence's next token (and its drafts, when speculating).
         draft_max = config.speculative.draft_max if config.speculative else 0
@@ -195,8 +202,8 @@ class LlamaCppEngine(RuntimeEngine):
         except ValueError:
             model.close()
             raise StartupError(
-                f"cannot create a llama.cpp context of {context_length} tokens x {config.parallel} sequences "
-                f"for {config.path} (not enough memory? try a smaller --ctx-size or --parallel)"
+                f"cannot create a llama.cpp context of {ctx_params.n_ctx} KV cells for {config.parallel} sequences "
+                f"for {config.path} (not enough memory? try a smaller --ctx-size, --kv-size or --parallel)"
             ) from None
         drafter = vision = None
         try:

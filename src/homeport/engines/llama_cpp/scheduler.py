@@ -12,6 +12,14 @@ takes the free slot sharing the longest prefix with its prompt, and only the res
 Prompts are always prefilled in chunks that start at multiples of `chunk`, and reuse is cut back
 to such a boundary, so a cache hit decodes exactly the chunks a fresh run would: the same request
 gives the same greedy output whether or not its prefix was cached.
+
+KV pool: with one unified cache (the default) all sequences draw their cells from one pool of
+`kv_cells`, which may be smaller than `parallel` full contexts (one context's worth by default, as
+llama-server's `-c` with `-kvu`). A request joins only while the running ones' footprints leave
+room for its prompt; when their growth runs the pool dry, idle slots' cached prefixes go first
+(least recently used first), then the newest request is paused: its cells are given up, and when
+there is room again it re-reads its prompt and what it had generated, and goes on (vLLM's
+preemption by recomputation). Its client only sees a delay.
 """
 
 from __future__ import annotations
@@ -51,6 +59,19 @@ class Job(GenerationJob):
     sampler: SamplerChain | None = None  # for a probe: its filtering stages (None: the raw distribution)
     draft_misses: int = 0  # speculative decoding: steps in a row whose drafts were all rejected
     draft_pause: int = 0  # steps to decode without drafts before trying again
+    resume: list[int] = field(default_factory=list)  # after a pause: generated tokens to re-read
+
+    @property
+    def decoding(self) -> bool:
+        return self.prefilled == len(self.request.prompt_tokens) + len(self.resume)
+
+    def feed(self) -> Sequence[int]:
+        """The tokens to prefill: the prompt, and after a pause what had been generated."""
+        return [*self.request.prompt_tokens, *self.resume] if self.resume else self.request.prompt_tokens
+
+    def footprint(self) -> int:
+        """The KV cells it holds by the end of the next step, prefilled or not."""
+        return len(self.request.prompt_tokens) + self.produced + 1
 
 
 @dataclass(eq=False)
@@ -89,6 +110,7 @@ class Scheduler(GenerationRuntime):
         draft_max: int = 0,
         draft_min: int = 0,
         model_id: str = "",
+        kv_cells: int | None = None,
     ) -> None:
         super().__init__(name, parallel=n_slots, context_length=context_length, eog=eog, piece=piece,
                          top_entries=top_entries, model_id=model_id)
@@ -108,6 +130,8 @@ class Scheduler(GenerationRuntime):
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
         self._clock = itertools.count(1)
+        # The unified cache's cells (None: each sequence has a stream of context_length of its own).
+        self._cells = kv_cells
 
     @property
     def max_image_tokens(self) -> int:
@@ -129,6 +153,14 @@ class Scheduler(GenerationRuntime):
             self._drafter.clear()
 
     # ---- engine thread ---------------------------------------------------------------------
+
+    def has_room(self, running: list[Job], job: Job) -> bool:
+        if len(running) >= self.parallel:
+            return False
+        if self._cells is None or not running:
+            return True  # alone, a request always fits: the pool holds at least one context
+        committed = sum(seq.footprint() for seq in running)
+        return committed + len(job.request.prompt_tokens) + 1 <= self._cells
 
     def admit(self, seq: Job) -> None:
         # The sampler first: a request whose chain cannot be built never takes a slot.
@@ -202,12 +234,15 @@ class Scheduler(GenerationRuntime):
         prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
         # Images first: each is its own decode call, which would wipe the logits of the batch.
         for seq in [s for s in running if not s.decoding and s.request.media is not None]:
+            if not self._room_for(running, seq, self._image_cells(seq)):
+                continue  # it waits for cells
             try:
                 self._decode_images(seq)
             except EngineError as exc:  # this request's image only: the others go on
                 log.error("decoding an image failed")
                 self.fail([seq], running, exc)
         drafts = self._drafts(running)
+        self._room_to_decode(running, drafts)
         for seq in running:
             if seq.decoding:
                 slot = seq.slot
@@ -222,22 +257,26 @@ class Scheduler(GenerationRuntime):
         for seq in running:
             if seq.decoding:
                 continue
-            prompt = seq.request.prompt_tokens
+            prompt = seq.feed()
             start = seq.prefilled
             end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
             end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
             if prefill + (end - start) > self._n_batch:
                 continue  # this step is full; the chunk goes whole into a later one
+            if not self._room_for(running, seq, end - start):
+                continue  # it waits for cells
             prefill += end - start
-            all_logits = seq.request.prompt_logprobs
+            resumed = bool(seq.resume)  # its first token was sampled before the pause: no logits here
+            all_logits = seq.request.prompt_logprobs and not resumed
             if all_logits:
                 prompt_rows.append((seq, start, n))
             for pos in range(start, end):
-                batch_add(self._batch, n, prompt[pos], pos, seq.slot.seq_id, all_logits or pos == len(prompt) - 1)
+                batch_add(self._batch, n, prompt[pos], pos, seq.slot.seq_id,
+                          all_logits or (pos == len(prompt) - 1 and not resumed))
                 n += 1
             seq.slot.tokens.extend(prompt[start:end])
             seq.prefilled = end
-            if seq.decoding:
+            if seq.decoding and not resumed:
                 sample_at.append((seq, [n - 1], []))
         if n == 0:
             return
@@ -275,6 +314,65 @@ class Scheduler(GenerationRuntime):
                 self.complete(seq, running, event)
             else:
                 self.post(seq, event)
+
+    # ---- the KV pool ---------------------------------------------------------------------------
+
+    def _free_cells(self) -> int:
+        return self._cells - sum(len(slot.tokens) for slot in self._slots)
+
+    def _evict_idle(self, need: int) -> bool:
+        """Frees idle slots' cached prefixes, least recently used first, until `need` cells are
+        free; whether they are."""
+        free = self._free_cells()
+        for slot in sorted(self._free, key=lambda s: s.last_used):
+            if free >= need:
+                break
+            if slot.tokens:
+                free += len(slot.tokens)
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+                slot.tokens.clear()
+        return free >= need
+
+    def _pause(self, seq: Job) -> None:
+        """Gives up the sequence's cells; it re-reads its prompt and output when there is room."""
+        slot = seq.slot
+        if seq.decoding:  # (one paused mid-re-read keeps the list it was re-reading)
+            seq.resume = slot.tokens[len(seq.request.prompt_tokens):]
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.tokens.clear()
+        seq.prefilled = seq.cached = 0
+        if self._drafter is not None:
+            self._drafter.forget(seq)
+        self.counters.paused += 1
+        log.info("%s: KV cache full, a request paused for the others", self.name)
+
+    def _room_to_decode(self, running: list[Job], drafts: dict[Job, list[int]]) -> None:
+        """Makes room for this step's decode tokens, pausing the newest requests if it must."""
+        if self._cells is None:
+            return
+        need = sum(1 + len(drafts.get(seq, ())) for seq in running if seq.decoding)
+        while not self._evict_idle(need):
+            victim = next((seq for seq in reversed(running[1:]) if seq.slot.tokens), None)
+            if victim is None:
+                return  # cannot happen: the oldest request alone fits in the pool
+            if victim.decoding:
+                need -= 1 + len(drafts.pop(victim, ()))
+            self._pause(victim)
+
+    def _room_for(self, running: list[Job], seq: Job, cells: int) -> bool:
+        """Whether `cells` more fit for a prefilling sequence, after freeing idle caches and then
+        the cells of newer prefilling requests (the older request goes first)."""
+        if self._cells is None or self._evict_idle(cells):
+            return True
+        for newer in reversed(running[running.index(seq) + 1:]):
+            if not newer.decoding and newer.slot.tokens:
+                self._pause(newer)
+                if self._free_cells() >= cells:
+                    return True
+        return False
+
+    def _image_cells(self, seq: Job) -> int:
+        return sum(s.length for s in _segments(seq) if s.start == seq.prefilled)
 
     def _drafts(self, running: list[Job]) -> dict[Job, list[int]]:
         """Draft tokens for the decoding sequences that have room for them."""

@@ -46,6 +46,7 @@ class GenerationCounters:
     draft_tokens: int = 0
     draft_accepted: int = 0
     last_cancelled_tokens: int | None = None
+    paused: int = 0  # set by an engine that pauses generations when its KV cache is full
 
     def ended(self, outcome: Outcome, produced: int = 0) -> None:
         """A generation ended (`active` is the caller's to lower, if it was running)."""
