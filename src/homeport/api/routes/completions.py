@@ -7,6 +7,7 @@ from homeport.api.routes.deps import services, with_model
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.schemas.completions import CompletionRequest
 from homeport.services.audio.chat_audio import transcribe_audio_parts
+from homeport.services.wire.openai_chat import from_chat_request
 
 router = APIRouter(tags=["generation"])
 
@@ -19,4 +20,5 @@ async def create_completion(body: CompletionRequest, request: Request) -> Respon
 @router.post("/v1/chat/completions", summary="Chat completion (streamed with `stream: true`)")
 async def create_chat_completion(body: ChatCompletionRequest, request: Request) -> Response:
     body = await transcribe_audio_parts(body, services(request).audio)  # input_audio parts → their transcripts
-    return await with_model(request, body.model, lambda model: model.chat.create(body))
+    # The OpenAI chat adapter maps the body once the model is known (so an unknown model is named first).
+    return await with_model(request, body.model, lambda model: model.chat.create(from_chat_request(body)))

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from homeport.engines.base import PromptMedia, TextEngine
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services.engine_input import engine_input_from
 from homeport.services.ids import new_id, now
 from homeport.services.reply import Reply
@@ -23,6 +22,7 @@ from homeport.services.text.chat_output import (
     finish_reason_for,
     parser_for_plan,
 )
+from homeport.services.text.conversation import Conversation
 from homeport.services.text.events import Event, Finish, UsageReport
 from homeport.services.text.generation import PreparedGeneration, Usage, debug_log
 from homeport.services.text.logprobs import LogprobFormatter
@@ -54,22 +54,23 @@ class ChatService:
         self.max_queue = max_queue
         self.media = media  # whether image URLs are fetched (--allow-remote-media), and from where
 
-    async def create(self, request: ChatCompletionRequest) -> Reply:
-        """The OpenAI chat adapter: a chat completion body, or its chunks."""
-        ready = await self._prepare(request)
-        request, choices, output, sampling = ready.request, ready.choices, ready.output, ready.sampling
-        formatter = LogprobFormatter(self.engine, request.top_logprobs or 0) if request.logprobs else None
-        if request.stream:
-            include_usage = bool(request.stream_options and request.stream_options.include_usage)
+    async def create(self, conversation: Conversation) -> Reply:
+        """The OpenAI chat adapter's output side: a chat completion body, or its chunks."""
+        ready = await self._prepare(conversation)
+        fields, choices, output, sampling = ready.conversation.sampling, ready.choices, ready.output, ready.sampling
+        logprobs = ready.conversation.logprobs
+        formatter = LogprobFormatter(self.engine, logprobs.top or 0) if logprobs.enabled else None
+        if fields.stream:
+            include_usage = bool(fields.stream_options and fields.stream_options.include_usage)
             return Reply(self._stream(ready.response_id, choices, formatter, output, include_usage), sampling.headers())
         return Reply(await self._complete(ready.response_id, choices, formatter, output), sampling.headers())
 
-    async def turn(self, request: ChatCompletionRequest, *, thinking_budget: int | None = None) -> ChatTurn:
+    async def turn(self, conversation: Conversation, *, thinking_budget: int | None = None) -> ChatTurn:
         """One generation as neutral events, for the other wire adapters (Anthropic Messages, OpenAI
         Responses). Everything that can be refused is refused here, before any event.
         `thinking_budget`: the most tokens the reply may reason for (thinking_budget.py)."""
-        ready = await self._prepare(request)
-        client_stops = tuple(request.stop_strings())
+        ready = await self._prepare(conversation)
+        client_stops = conversation.limits.stop_strings()
         events = self._events(ready.choices[0], ready.output, client_stops, thinking_budget)
         return ChatTurn(
             events=events,
@@ -79,42 +80,43 @@ class ChatService:
             dropped_messages=ready.dropped_messages,
         )
 
-    async def count_tokens(self, request: ChatCompletionRequest) -> int:
-        """How many tokens the request's prompt is, as it would be generated from."""
-        request = self.presets.apply(request)
-        plan = plan_tools(request)
-        built = await self._build_prompt(request, plan)
-        tokens, _ = await self._prompt_tokens(request, built.text)
+    async def count_tokens(self, conversation: Conversation) -> int:
+        """How many tokens the conversation's prompt is, as it would be generated from."""
+        conversation = self.presets.apply_to(conversation)
+        plan = plan_tools(conversation)
+        built = await self._build_prompt(conversation, plan)
+        tokens, _ = await self._prompt_tokens(conversation, built.text)
         return len(tokens)
 
-    async def _prepare(self, request: ChatCompletionRequest) -> _Ready:
-        request = self.presets.apply(request)
-        if request.top_logprobs is not None and not request.logprobs:
+    async def _prepare(self, conversation: Conversation) -> _Ready:
+        conversation = self.presets.apply_to(conversation)
+        logprobs, limits = conversation.logprobs, conversation.limits
+        if logprobs.top is not None and not logprobs.enabled:
             raise InvalidRequestError("top_logprobs needs logprobs: true", param="top_logprobs")
-        plan = plan_tools(request)
+        plan = plan_tools(conversation)
         generation.check_capacity(self.engine, self.max_queue)
         response_id = new_id("chatcmpl")
-        sampling = self._sampling(request, plan)
-        built = await self._build_prompt(request, plan)
+        sampling = self._sampling(conversation, plan)
+        built = await self._build_prompt(conversation, plan)
         prompt = built.text
         if self.debug:
             debug_log.info("chat prompt: %r", prompt)
-        tokens, media = await self._prompt_tokens(request, prompt)
+        tokens, media = await self._prompt_tokens(conversation, prompt)
         sampling, guided = self._guided(sampling, plan, built)
         prepared = generation.prepare(
             self.engine,
-            request,
+            conversation.sampling,
             tokens,
-            max_tokens=request.token_limit(),
-            stops=[*built.stops, *request.stop_strings()],
+            max_tokens=limits.max_tokens,
+            stops=[*built.stops, *limits.stop_strings()],
             param="messages",
             request_id=response_id,
             sampling=sampling,
-            logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            logprobs=(logprobs.top or 0) if logprobs.enabled else None,
             render_special=bool(plan and plan.parses_calls) or "<|channel|>" in built.template_source,
             media=media,
         )
-        choices = [generation.with_seed_offset(prepared, i) for i in range(request.n or 1)]
+        choices = [generation.with_seed_offset(prepared, i) for i in range(conversation.sampling.n or 1)]
         # Under homeport's own tool prompt the model was told the generic JSON call format.
         model_parser = (
             parser_by_name("generic")
@@ -126,7 +128,7 @@ class ChatService:
             plan=plan,
             parser=parser_for_plan(plan, model_parser, guided=guided),
         )
-        return _Ready(request, response_id, choices, output, sampling, built.dropped_messages)
+        return _Ready(conversation, response_id, choices, output, sampling, built.dropped_messages)
 
     async def _events(
         self,
@@ -190,18 +192,18 @@ class ChatService:
         finally:
             usage.completion_tokens += second.completion_tokens
 
-    async def _build_prompt(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> BuiltPrompt:
+    async def _build_prompt(self, conversation: Conversation, plan: ToolPlan | None) -> BuiltPrompt:
         """The prompt, with the oldest turns dropped when the history does not fit the context
         (less the room asked for the reply). Rendering and counting tokens is CPU work: in a thread."""
-        limit = generation.context_limit(self.engine, request)
-        budget = limit - (request.token_limit() or 1)
+        limit = generation.context_limit(self.engine, conversation.sampling)
+        budget = limit - (conversation.limits.max_tokens or 1)
 
         def count(text: str) -> int:
             return len(self.engine.tokenize(text, add_special=False))
 
-        return await asyncio.to_thread(self.prompts.build, request, plan=plan, count_tokens=count, budget=budget)
+        return await asyncio.to_thread(self.prompts.build, conversation, plan=plan, count_tokens=count, budget=budget)
 
-    async def _prompt_tokens(self, request: ChatCompletionRequest, prompt: str) -> tuple[list[int], PromptMedia | None]:
+    async def _prompt_tokens(self, conversation: Conversation, prompt: str) -> tuple[list[int], PromptMedia | None]:
         """The prompt's tokens, and its images when it kept any (their bytes decoded or fetched and
         their placeholders laid out by the engine, off the event loop)."""
         # A template that writes the BOS token itself must not get a second one from the tokenizer.
@@ -209,7 +211,7 @@ class ChatService:
         add_special = not (bos and prompt.startswith(bos))
         if not images.has_slots(prompt):
             return await generation.tokenize(self.engine, prompt, add_special=add_special), None
-        refs = images.image_refs(request.messages)
+        refs = images.image_refs(conversation.messages)
         images.vision_marker(self.engine, refs)  # a model without vision: a 400 before anything is fetched
         with engine_input_from("messages"):
             media = await asyncio.to_thread(
@@ -217,9 +219,9 @@ class ChatService:
             )
         return media.tokens, media
 
-    def _sampling(self, request: ChatCompletionRequest, plan: ToolPlan | None) -> Sampling:
-        """The request's sampling, with a forced tool_choice's grammar."""
-        sampling = build_sampling(request, self.engine)
+    def _sampling(self, conversation: Conversation, plan: ToolPlan | None) -> Sampling:
+        """The conversation's sampling, with a forced tool_choice's grammar."""
+        sampling = build_sampling(conversation.sampling, self.engine)
         forced = plan.grammar() if plan else None
         if forced is None:
             return sampling
@@ -316,7 +318,7 @@ class ChatTurn:
 
 @dataclass(frozen=True)
 class _Ready:
-    request: ChatCompletionRequest  # with its preset applied
+    conversation: Conversation  # with its preset applied
     response_id: str
     choices: list[PreparedGeneration]
     output: _Output

@@ -6,6 +6,7 @@ round, which its users report as a bug).
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import TypeVar
@@ -15,6 +16,7 @@ from pydantic import ValidationError
 
 from homeport.errors import InvalidRequestError
 from homeport.schemas.common import SamplingFields
+from homeport.services.text.conversation import Conversation
 
 Request = TypeVar("Request", bound=SamplingFields)
 _SAFE_NAME = re.compile(r"^[\w .+-]+$")
@@ -42,6 +44,19 @@ class PresetLibrary:
             raise InvalidRequestError(
                 f"preset {request.preset!r} has an invalid {field}: {first['msg']}", param="preset"
             ) from None
+
+    def apply_to(self, conversation: Conversation) -> Conversation:
+        """`apply` for the chat pipeline: a preset's stop strings become the limits' (when the
+        request gave none), its other values the sampling's."""
+        sampling = conversation.sampling
+        if not sampling.preset:
+            return conversation
+        stop = conversation.limits.stop
+        merged = self.apply(sampling if stop is None else sampling.model_copy(update={"stop": list(stop)}))
+        if stop is None and "stop" in merged.model_fields_set:
+            stop = tuple(merged.stop or ())
+        limits = dataclasses.replace(conversation.limits, stop=stop)
+        return dataclasses.replace(conversation, sampling=merged.model_copy(update={"stop": None}), limits=limits)
 
     def _load(self, name: str) -> dict:
         candidates = [self.directory / f"{name}{suffix}" for suffix in (".yaml", ".yml")] if _SAFE_NAME.match(name) else []

@@ -17,7 +17,7 @@ from typing import Literal
 
 from homeport.engines.base import Grammar
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest
+from homeport.services.text.conversation import Conversation, FunctionTool, NamedFunction, ToolChoice
 
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
 _ANY_OBJECT = {"type": "object"}
@@ -28,7 +28,7 @@ MAX_PARALLEL_CALLS = 4
 
 @dataclass(frozen=True)
 class ToolPlan:
-    tools: tuple[dict, ...]  # OpenAI tool definitions, normalised (rendered through the template)
+    tools: tuple[FunctionTool, ...]  # normalised: a description ("" if none) and parameters each
     choice: Literal["none", "auto", "required", "named"]
     forced_name: str | None
     parallel: bool
@@ -36,7 +36,7 @@ class ToolPlan:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(tool["function"]["name"] for tool in self.tools)
+        return tuple(tool.name for tool in self.tools)
 
     @property
     def parses_calls(self) -> bool:
@@ -64,80 +64,63 @@ class ToolPlan:
         return Grammar(kind="json_schema", source=json.dumps(schema), or_text=True)
 
     def _call_schemas(self) -> tuple[dict, dict]:
-        calls = [_call_schema(tool) for tool in self.tools if self.forced_name in (None, tool["function"]["name"])]
+        calls = [_call_schema(tool) for tool in self.tools if self.forced_name in (None, tool.name)]
         one = calls[0] if len(calls) == 1 else {"anyOf": calls}
         return one, {"type": "array", "items": one, "minItems": 1, "maxItems": MAX_PARALLEL_CALLS}
 
 
-def _call_schema(tool: dict) -> dict:
-    function = tool["function"]
+def _call_schema(tool: FunctionTool) -> dict:
     return {
         "type": "object",
-        "properties": {"name": {"const": function["name"]}, "arguments": function.get("parameters") or _ANY_OBJECT},
+        "properties": {"name": {"const": tool.name}, "arguments": tool.parameters or _ANY_OBJECT},
         "required": ["name", "arguments"],
         "additionalProperties": False,
     }
 
 
-def plan_tools(request: ChatCompletionRequest) -> ToolPlan | None:
-    """The request's tools and how they may be used; None when it has none. Legacy `functions` /
-    `function_call` are mapped onto tools."""
-    tools, choice, tools_param, param = _raw(request)
-    if not tools:
+def plan_tools(conversation: Conversation) -> ToolPlan | None:
+    """The conversation's tools and how they may be used; None when it has none. Errors name the
+    OpenAI fields the adapters map onto (legacy `functions` / `function_call` where they came so)."""
+    legacy = conversation.legacy_functions
+    tools_param, param = ("functions", "function_call") if legacy else ("tools", "tool_choice")
+    choice = conversation.tool_choice
+    if not conversation.tools:
         if choice not in (None, "none"):
             raise InvalidRequestError(f"{param} needs tools, and none were given", param=param)
         return None
-    normalized = tuple(_normalized(i, tool, tools_param) for i, tool in enumerate(tools))
-    names = [t["function"]["name"] for t in normalized]
+    normalized = tuple(_normalized(i, tool, tools_param) for i, tool in enumerate(conversation.tools))
+    names = [t.name for t in normalized]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
         raise InvalidRequestError(f"tool {duplicate!r} is defined twice", param="tools")
     mode, forced_name = _choice(choice, names, param)
-    legacy = tools_param == "functions"
-    parallel = getattr(request, "parallel_tool_calls", None) is not False and not legacy
+    parallel = conversation.parallel_tool_calls is not False and not legacy
     return ToolPlan(tools=normalized, choice=mode, forced_name=forced_name, parallel=parallel, legacy=legacy)
 
 
-def _raw(request: ChatCompletionRequest) -> tuple[list, object, str, str]:
-    """(tools, choice, the tools' field name, the choice's field name)."""
-    if request.tools or request.tool_choice is not None:
-        return list(request.tools or []), request.tool_choice, "tools", "tool_choice"
-    functions = [{"type": "function", "function": f} for f in request.functions or []]
-    call = request.function_call
-    if isinstance(call, dict):
-        call = {"type": "function", "function": {"name": call.get("name")}}
-    return functions, call, "functions", "function_call"
-
-
-def _normalized(index: int, tool: dict, param: str) -> dict:
-    where = f"{param}[{index}]"
-    if not isinstance(tool, dict) or tool.get("type", "function") != "function" or not isinstance(tool.get("function"), dict):
-        raise InvalidRequestError("each tool must be {'type': 'function', 'function': {...}}", param=where)
-    function = tool["function"]
-    name = function.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
-        raise InvalidRequestError("a function name must be 1-64 letters, digits, '_', '-' or '.'", param=f"{where}.function.name")
-    parameters = function.get("parameters")
+def _normalized(index: int, tool: FunctionTool, param: str) -> FunctionTool:
+    where = f"{param}[{index}].function"
+    if not isinstance(tool.name, str) or not _NAME.match(tool.name):
+        raise InvalidRequestError("a function name must be 1-64 letters, digits, '_', '-' or '.'", param=f"{where}.name")
+    parameters = tool.parameters
     if parameters is not None and not isinstance(parameters, dict):
-        raise InvalidRequestError("function parameters must be a JSON schema object", param=f"{where}.function.parameters")
-    return {
-        "type": "function",
-        "function": {
-            "name": name,
-            "description": function.get("description") or "",
-            "parameters": parameters or {"type": "object", "properties": {}},
-        },
-    }
+        raise InvalidRequestError("function parameters must be a JSON schema object", param=f"{where}.parameters")
+    return FunctionTool(
+        name=tool.name,
+        description=tool.description or "",
+        parameters=parameters or {"type": "object", "properties": {}},
+    )
 
 
-def _choice(choice: object, names: list[str], param: str) -> tuple[str, str | None]:
+def _choice(choice: ToolChoice, names: list[str], param: str) -> tuple[str, str | None]:
     if choice is None or choice == "auto":
         return "auto", None
     if choice in ("none", "required"):
         return str(choice), None
-    if isinstance(choice, dict):
-        name = (choice.get("function") or {}).get("name") if choice.get("type", "function") == "function" else None
-        if name in names:
-            return "named", name
-        raise InvalidRequestError(f"{param} names {name!r}, which is not among the tools ({', '.join(names)})", param=param)
+    if isinstance(choice, NamedFunction):
+        if choice.name in names:
+            return "named", choice.name
+        raise InvalidRequestError(
+            f"{param} names {choice.name!r}, which is not among the tools ({', '.join(names)})", param=param
+        )
     raise InvalidRequestError(f"{param} must be none, auto, required or a function", param=param)

@@ -22,8 +22,22 @@ from homeport.schemas.anthropic import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from homeport.schemas.chat import ChatCompletionRequest
+from homeport.schemas.common import SamplingFields
 from homeport.services.text.chat import ChatService
+from homeport.services.text.conversation import (
+    Conversation,
+    FunctionTool,
+    Image,
+    Limits,
+    Message,
+    NamedFunction,
+    Reasoning,
+    Text,
+    Thinking,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
 from homeport.services.text.events import (
     Event,
     Finish,
@@ -72,51 +86,54 @@ def error_envelope(error: HomeportError) -> tuple[int, dict]:
 # --- request in -------------------------------------------------------------------------------
 
 
-def to_chat(body: CountTokensRequest) -> ChatCompletionRequest:
-    """The neutral conversation (the chat pipeline's request) for an Anthropic request."""
-    messages: list[dict] = []
+def to_conversation(body: CountTokensRequest) -> Conversation:
+    """The chat pipeline's conversation for an Anthropic request."""
+    messages: list[Message] = []
     if body.system:
         system = body.system if isinstance(body.system, str) else "\n\n".join(b.text for b in body.system)
-        messages.append({"role": "system", "content": system})
+        messages.append(Message("system", (Text(system),)))
     for index, message in enumerate(body.messages):
         messages.extend(_messages(message, f"messages[{index}]"))
-    fields: dict = {"model": body.model, "messages": messages}
-    if body.tools:
-        fields["tools"] = [_tool(tool, i) for i, tool in enumerate(body.tools)]
+    if not messages:
+        raise InvalidRequestError("the messages hold no content", param="messages")
+    tools = tuple(_tool(tool, i) for i, tool in enumerate(body.tools or []))
+    choice: ToolChoice = None
+    parallel = None
     if body.tool_choice is not None:
-        choice = body.tool_choice
-        if choice.type == "tool" and not choice.name:
+        given = body.tool_choice
+        if given.type == "tool" and not given.name:
             raise InvalidRequestError("tool_choice of type 'tool' needs a name", param="tool_choice.name")
-        fields["tool_choice"] = {
-            "auto": "auto",
-            "any": "required",
-            "none": "none",
-            "tool": {"type": "function", "function": {"name": choice.name}},
-        }[choice.type]
-        if choice.disable_parallel_tool_use:
-            fields["parallel_tool_calls"] = False
-    fields["enable_thinking"] = bool(body.thinking and body.thinking.type != "disabled")
+        choice = {"auto": "auto", "any": "required", "none": "none"}.get(given.type) or NamedFunction(given.name)
+        if given.disable_parallel_tool_use:
+            parallel = False
+    thinking = Thinking(enabled=bool(body.thinking and body.thinking.type != "disabled"))
+    limits = Limits()
+    sampling: dict = {"model": body.model}
     if isinstance(body, MessagesRequest):
-        thinking = body.thinking
-        if thinking is not None and thinking.type == "enabled":
-            if thinking.budget_tokens is None:
-                raise InvalidRequestError(
-                    "thinking.budget_tokens is required when thinking is enabled", param="thinking.budget_tokens"
-                )
-            if thinking.budget_tokens >= body.max_tokens:
-                raise InvalidRequestError(
-                    "thinking.budget_tokens must be less than max_tokens", param="thinking.budget_tokens"
-                )
-        fields["max_tokens"] = body.max_tokens
+        enabled = body.thinking if body.thinking is not None and body.thinking.type == "enabled" else None
+        if enabled is not None and enabled.budget_tokens is None:
+            raise InvalidRequestError(
+                "thinking.budget_tokens is required when thinking is enabled", param="thinking.budget_tokens"
+            )
+        if enabled is not None and enabled.budget_tokens >= body.max_tokens:
+            raise InvalidRequestError("thinking.budget_tokens must be less than max_tokens", param="thinking.budget_tokens")
+        stops = tuple(stop for stop in body.stop_sequences or () if stop)
+        limits = Limits(max_tokens=body.max_tokens, stop=stops if body.stop_sequences else None)
         for name in ("temperature", "top_p", "top_k"):
             if getattr(body, name) is not None:
-                fields[name] = getattr(body, name)
-        if body.stop_sequences:
-            fields["stop"] = body.stop_sequences
-    return ChatCompletionRequest.model_validate(fields)
+                sampling[name] = getattr(body, name)
+    return Conversation(
+        messages=tuple(messages),
+        tools=tools,
+        tool_choice=choice,
+        parallel_tool_calls=parallel,
+        limits=limits,
+        thinking=thinking,
+        sampling=SamplingFields.model_validate(sampling),
+    )
 
 
-def _tool(tool, index: int) -> dict:
+def _tool(tool, index: int) -> FunctionTool:
     if tool.type not in (None, "custom"):
         raise InvalidRequestError(
             f"tool type {tool.type!r} is a server tool homeport cannot run; only custom tools are supported",
@@ -124,73 +141,65 @@ def _tool(tool, index: int) -> dict:
         )
     if tool.input_schema is None:
         raise InvalidRequestError("a custom tool needs an input_schema", param=f"tools[{index}].input_schema")
-    function = {"name": tool.name, "description": tool.description or "", "parameters": tool.input_schema}
-    return {"type": "function", "function": function}
+    return FunctionTool(name=tool.name, description=tool.description or "", parameters=tool.input_schema)
 
 
-def _image(block: ImageBlock, where: str) -> dict:
+def _image(block: ImageBlock, where: str) -> Image:
     source = block.source
     if source.get("type") == "base64" and isinstance(source.get("data"), str):
         media_type = source.get("media_type") or "image/png"
-        return {"type": "image_url", "image_url": {"url": f"data:{media_type};base64,{source['data']}"}}
+        return Image(f"data:{media_type};base64,{source['data']}")
     if source.get("type") == "url" and isinstance(source.get("url"), str):
-        return {"type": "image_url", "image_url": {"url": source["url"]}}
+        return Image(source["url"])
     raise InvalidRequestError(
         "an image source must be {type: base64, media_type, data} or {type: url, url}", param=f"{where}.source"
     )
 
 
-def _messages(message: AnthropicMessage, where: str) -> list[dict]:
-    """One Anthropic message → chat messages: a user turn's tool results become tool messages."""
+def _messages(message: AnthropicMessage, where: str) -> list[Message]:
+    """One Anthropic message → the conversation's: a user turn's tool results become tool messages
+    (before the turn's own text and images)."""
     if isinstance(message.content, str):
-        return [{"role": message.role, "content": message.content}]
-    out: list[dict] = []
-    parts: list[dict] = []
-    calls: list[dict] = []
-    reasoning: list[str] = []
+        return [Message(message.role, (Text(message.content),))]
+    out: list[Message] = []
+    parts: list[Text | Image] = []
+    calls: list[ToolCall] = []
+    reasoning: list[Reasoning] = []
     for i, block in enumerate(message.content):
         at = f"{where}.content[{i}]"
         if isinstance(block, TextBlock):
-            parts.append({"type": "text", "text": block.text})
+            parts.append(Text(block.text))
         elif isinstance(block, ImageBlock):
             parts.append(_image(block, at))
         elif isinstance(block, ToolUseBlock):
             if message.role != "assistant":
                 raise InvalidRequestError("tool_use blocks belong in assistant messages", param=at)
-            arguments = json.dumps(block.input, ensure_ascii=False)
-            calls.append({"id": block.id, "type": "function", "function": {"name": block.name, "arguments": arguments}})
+            calls.append(ToolCall(block.id, block.name, json.dumps(block.input, ensure_ascii=False)))
         elif isinstance(block, ToolResultBlock):
             if message.role != "user":
                 raise InvalidRequestError("tool_result blocks belong in user messages", param=at)
-            out.append({"role": "tool", "tool_call_id": block.tool_use_id, "content": _result_text(block, at)})
+            out.append(Message("tool", (ToolResult(block.tool_use_id, _result_text(block, at), block.is_error),)))
         elif isinstance(block, ThinkingBlock):
-            reasoning.append(block.thinking)
+            reasoning.append(Reasoning(block.thinking, block.signature))
         # redacted_thinking: nothing a local model can read
     if message.role == "assistant":
-        assistant: dict = {"role": "assistant", "content": "".join(p.get("text", "") for p in parts) or None}
-        if calls:
-            assistant["tool_calls"] = calls
-        if reasoning:
-            assistant["reasoning_content"] = "\n".join(reasoning)
-        if assistant["content"] is None and not calls:
-            assistant["content"] = ""
-        return [assistant]
+        # A reply's text is one piece (its images are not shown back to the model).
+        text = "".join(p.text for p in parts if isinstance(p, Text))
+        return [Message("assistant", (*reasoning, *([Text(text)] if text else []), *calls))]
     if parts:
-        out.append({"role": "user", "content": parts})
+        out.append(Message("user", tuple(parts)))
     return out
 
 
 def _result_text(block: ToolResultBlock, where: str) -> str:
     content = block.content
     if content is None:
-        text = ""
-    elif isinstance(content, str):
-        text = content
-    else:
-        if any(isinstance(part, ImageBlock) for part in content):
-            raise InvalidRequestError("images inside a tool_result are not supported", param=f"{where}.content")
-        text = "\n".join(part.text for part in content)
-    return f"Error: {text}" if block.is_error else text
+        return ""
+    if isinstance(content, str):
+        return content
+    if any(isinstance(part, ImageBlock) for part in content):
+        raise InvalidRequestError("images inside a tool_result are not supported", param=f"{where}.content")
+    return "\n".join(part.text for part in content)
 
 
 # --- events out -------------------------------------------------------------------------------
@@ -320,7 +329,7 @@ class MessagesService:
         self.chat = chat
 
     async def create(self, body: MessagesRequest) -> tuple[dict | AsyncIterator[tuple[str, dict]], dict[str, str]]:
-        turn = await self.chat.turn(to_chat(body), thinking_budget=thinking_budget(body))
+        turn = await self.chat.turn(to_conversation(body), thinking_budget=thinking_budget(body))
         assembler = MessageAssembler(turn.model, turn.prompt_tokens)
         if not body.stream:
             async with aclosing(turn.events) as events:
@@ -339,4 +348,4 @@ class MessagesService:
         return stream(), turn.headers
 
     async def count_tokens(self, body: CountTokensRequest) -> dict:
-        return {"input_tokens": await self.chat.count_tokens(to_chat(body))}
+        return {"input_tokens": await self.chat.count_tokens(to_conversation(body))}

@@ -19,7 +19,7 @@ from homeport.errors import ContextLengthExceededError, HomeportError, InvalidRe
 from homeport.schemas.responses import ResponsesRequest
 from homeport.services.state.responses_store import ResponseStore
 from homeport.services.text.chat import ChatService, ChatTurn
-from homeport.services.wire.responses_input import input_items, to_chat
+from homeport.services.wire.responses_input import input_items, to_conversation
 from homeport.services.wire.responses_output import Named, ResponseAssembler, new_response
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ class ResponsesService:
             history = found
         # Off the event loop: item references are store look-ups, input files are decoded.
         items = await asyncio.to_thread(input_items, body, self.store.item)
-        turn = await chat.turn(await asyncio.to_thread(to_chat, body, history + items))
+        turn = await chat.turn(await asyncio.to_thread(to_conversation, body, history + items))
         if turn.dropped_messages and body.truncation != "auto":
             # OpenAI's default ("disabled"): a conversation that does not fit is a 400, not silently cut.
             await turn.events.aclose()

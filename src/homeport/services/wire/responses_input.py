@@ -5,12 +5,29 @@ conversation, tools and output format."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest
+from homeport.schemas.common import SamplingFields
 from homeport.schemas.responses import ResponsesRequest
 from homeport.services.ids import item_id
+from homeport.services.text.conversation import (
+    Conversation,
+    FunctionTool,
+    Image,
+    Limits,
+    Message,
+    NamedFunction,
+    Part,
+    Reasoning,
+    Role,
+    Text,
+    Thinking,
+    ToolCall,
+    ToolChoice,
+    ToolResult,
+)
 from homeport.services.wire.input_files import check_file_part, file_prompt
 
 Resolve = Callable[[str], dict | None]  # a stored item by its id (ResponseStore.item)
@@ -124,9 +141,9 @@ def _item(raw: Any, where: str, resolve: Resolve) -> dict:
     raise InvalidRequestError(f"input items of type {kind!r} are not supported", param=f"{where}.type")
 
 
-def to_chat(body: ResponsesRequest, conversation: list[dict]) -> ChatCompletionRequest:
-    """The chat pipeline's request for this turn; `conversation`: every item so far, this input last."""
-    messages: list[dict] = [{"role": "system", "content": body.instructions}] if body.instructions else []
+def to_conversation(body: ResponsesRequest, conversation: list[dict]) -> Conversation:
+    """The chat pipeline's conversation for this turn; `conversation`: every item so far, this input last."""
+    messages: list[_Draft] = [_Draft("system", [Text(body.instructions)])] if body.instructions else []
     reasoning: list[str] = []
     for item in conversation:
         kind = item["type"]
@@ -135,82 +152,83 @@ def to_chat(body: ResponsesRequest, conversation: list[dict]) -> ChatCompletionR
                 p.get("text", "") for p in [*item.get("content", []), *item.get("summary", [])] if isinstance(p, dict)
             ]
         elif kind == "function_call":
-            call = {
-                "id": item["call_id"],
-                "type": "function",
-                "function": {"name": item["name"], "arguments": item["arguments"]},
-            }
             last = messages[-1] if messages else None
-            if last is None or last["role"] != "assistant":
-                last = {"role": "assistant", "content": None}
+            if last is None or last.role != "assistant":
+                last = _Draft("assistant", [])
                 messages.append(last)
-            last.setdefault("tool_calls", []).append(call)
+            last.parts.append(ToolCall(item["call_id"], item["name"], item["arguments"]))
         elif kind == "function_call_output":
-            messages.append({"role": "tool", "tool_call_id": item["call_id"], "content": item["output"]})
+            messages.append(_Draft("tool", [ToolResult(item["call_id"], item["output"])]))
         else:
             messages.append(_chat_message(item))
-        if messages and messages[-1]["role"] == "assistant" and reasoning:
-            messages[-1]["reasoning_content"] = "\n".join(reasoning)
+        if messages and messages[-1].role == "assistant" and reasoning:
+            # Reasoning items belong to the assistant turn after them (after one: they replace its own).
+            messages[-1].reasoning = "\n".join(reasoning)
             reasoning = []
-    if not any(m["role"] != "system" for m in messages):
+    if not any(m.role != "system" for m in messages):
         raise InvalidRequestError("input must hold at least one message", param="input")
-    fields: dict[str, Any] = {
-        "model": body.model,
-        "messages": messages,
-        "parallel_tool_calls": body.parallel_tool_calls,
-    }
-    if body.tools:
-        fields["tools"] = [_tool(tool, i) for i, tool in enumerate(body.tools)]
-    if body.tool_choice is not None:
-        fields["tool_choice"] = _tool_choice(body.tool_choice)
-    if body.max_output_tokens is not None:
-        fields["max_tokens"] = body.max_output_tokens
-    for name in ("temperature", "top_p"):
-        if getattr(body, name) is not None:
-            fields[name] = getattr(body, name)
-    fields["response_format"] = _response_format(body.text)
     effort = (body.reasoning or {}).get("effort")
-    if effort is not None:
-        fields["reasoning_effort"] = effort
-        fields["enable_thinking"] = effort != "none"
-    return ChatCompletionRequest.model_validate(fields)
+    sampling = {name: getattr(body, name) for name in ("model", "temperature", "top_p") if getattr(body, name) is not None}
+    return Conversation(
+        messages=tuple(m.message() for m in messages),
+        tools=tuple(_tool(tool, i) for i, tool in enumerate(body.tools or [])),
+        tool_choice=_tool_choice(body.tool_choice) if body.tool_choice is not None else None,
+        parallel_tool_calls=body.parallel_tool_calls,
+        limits=Limits(max_tokens=body.max_output_tokens),
+        thinking=Thinking() if effort is None else Thinking(enabled=effort != "none", effort=effort),
+        sampling=SamplingFields.model_validate({**sampling, "response_format": _response_format(body.text)}),
+    )
 
 
-def _chat_message(item: dict) -> dict:
+@dataclass
+class _Draft:
+    """A message being gathered from items (a reply's calls come as items of their own)."""
+
+    role: str  # the item's (developer: a system message)
+    parts: list[Part]
+    reasoning: str | None = None
+
+    def message(self) -> Message:
+        role: Role = "system" if self.role == "developer" else self.role  # type: ignore[assignment]
+        return Message(role, ((Reasoning(self.reasoning),) if self.reasoning else ()) + tuple(self.parts))
+
+
+def _chat_message(item: dict) -> _Draft:
     role = item["role"]
-    parts = []
+    parts: list[Part] = []
     for part in item["content"]:
         if part["type"] == "input_image":
-            parts.append({"type": "image_url", "image_url": {"url": part["image_url"]}})
+            parts.append(Image(part["image_url"], part.get("detail")))
         elif part["type"] == "input_file":
-            parts.append({"type": "text", "text": file_prompt(part)})
+            parts.append(Text(file_prompt(part)))
         else:
-            parts.append({"type": "text", "text": part["text"]})
-    if role == "assistant":
-        return {"role": "assistant", "content": "".join(p.get("text", "") for p in parts)}
-    return {"role": role, "content": parts}
+            parts.append(Text(part["text"]))
+    if role == "assistant":  # a reply's text is one piece (its images are not shown back to the model)
+        text = "".join(p.text for p in parts if isinstance(p, Text))
+        return _Draft("assistant", [Text(text)] if text else [])
+    return _Draft(role, parts)
 
 
-def _tool(tool: dict, index: int) -> dict:
+def _tool(tool: dict, index: int) -> FunctionTool:
     if not isinstance(tool, dict) or tool.get("type") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else None
         raise InvalidRequestError(
             f"tool type {kind!r} is a built-in tool homeport cannot run; only function tools are supported",
             param=f"tools[{index}].type",
         )
-    function = {
-        "name": tool.get("name"),
-        "description": tool.get("description") or "",
-        "parameters": tool.get("parameters"),
-    }
-    return {"type": "function", "function": function}
+    name = tool.get("name")
+    return FunctionTool(
+        name=name if isinstance(name, str) else "",  # not a string: refused by plan_tools, naming it
+        description=tool.get("description") or "",
+        parameters=tool.get("parameters"),
+    )
 
 
-def _tool_choice(choice: str | dict) -> str | dict:
+def _tool_choice(choice: str | dict) -> ToolChoice:
     if isinstance(choice, str):
         return choice
     if choice.get("type") == "function":
-        return {"type": "function", "function": {"name": choice.get("name")}}
+        return NamedFunction(choice.get("name"))
     raise InvalidRequestError("tool_choice must be auto, none, required or {type: function, name}", param="tool_choice")
 
 

@@ -13,6 +13,7 @@ from homeport.errors import InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services.text.prompts import ChatPromptService, ChatTemplateLibrary, ChatTemplateRenderer
 from homeport.services.text.prompts.characters import CharacterLibrary, substitute_names
+from homeport.services.wire.openai_chat import from_chat_request
 
 
 def characters(tmp_path: Path) -> CharacterLibrary:
@@ -36,7 +37,7 @@ def chat_prompt(tmp_path: Path, **fields) -> str:
     )
     body = {"messages": [{"role": "user", "content": "Hi"}], "mode": "chat", **fields}
     req = ChatCompletionRequest.model_validate(body)
-    return svc.build(req, plan=None, count_tokens=len, budget=None).text
+    return svc.build(from_chat_request(req), plan=None, count_tokens=len, budget=None).text
 
 
 def test_default_character_is_the_builtin_assistant(tmp_path):
@@ -129,7 +130,7 @@ def test_unknown_character_is_refused_in_instruct_mode_too(tmp_path):
     )
     req = ChatCompletionRequest.model_validate({"messages": [{"role": "user", "content": "Hi"}], "character": "Nobody"})
     with pytest.raises(InvalidRequestError, match="unknown character"):
-        svc.build(req, plan=None, count_tokens=len, budget=None)
+        svc.build(from_chat_request(req), plan=None, count_tokens=len, budget=None)
 
 
 @pytest.mark.parametrize(

@@ -14,7 +14,9 @@ from homeport.engines.base import ModelInfo
 from homeport.errors import ChatTemplateError, ContextLengthExceededError, HomeportError, InvalidRequestError
 from homeport.schemas.chat import ChatCompletionRequest
 from homeport.services.text.prompts import BuiltPrompt, ChatPromptService, ChatTemplateLibrary, ChatTemplateRenderer
+from homeport.services.text.conversation import FunctionTool
 from homeport.services.text.tool_use import ToolPlan
+from homeport.services.wire.openai_chat import from_chat_request
 
 # Shows each message as role|content|extras so the tests read what a template receives.
 PROBE = (
@@ -40,8 +42,12 @@ def request(messages: list[dict] | None = None, **fields) -> ChatCompletionReque
 
 def build(svc: ChatPromptService, req: ChatCompletionRequest, *, tools=None, budget=None) -> BuiltPrompt:
     """`tools` reach the template as given (not normalised as a request's would be)."""
-    plan = ToolPlan(tools=tuple(tools), choice="auto", forced_name=None, parallel=True) if tools else None
-    return svc.build(req, plan=plan, count_tokens=len, budget=budget)
+    functions = tuple(
+        FunctionTool(t["function"]["name"], t["function"].get("description"), t["function"].get("parameters"))
+        for t in tools or ()
+    )
+    plan = ToolPlan(tools=functions, choice="auto", forced_name=None, parallel=True) if tools else None
+    return svc.build(from_chat_request(req), plan=plan, count_tokens=len, budget=budget)
 
 
 def write(path: Path, text: str) -> Path:
@@ -506,7 +512,7 @@ def test_truncation_uses_the_given_counter(tmp_path):
         return len(text.split("]["))  # one "token" per message
 
     svc = service(tmp_path, chat_template=PROBE)
-    built = svc.build(request(long_history(20)), plan=None, count_tokens=count, budget=5)
+    built = svc.build(from_chat_request(request(long_history(20))), plan=None, count_tokens=count, budget=5)
     assert built.text.count("][") + 1 <= 5 and len(calls) < 12  # binary search, not one render per message
 
 
@@ -514,7 +520,7 @@ def test_truncation_uses_the_given_counter(tmp_path):
 
 
 async def test_chat_prompt_returns_the_untruncated_prompt(tmp_path):
-    result = await service(tmp_path).chat_prompt(request(long_history(2)))
+    result = await service(tmp_path).chat_prompt(from_chat_request(request(long_history(2))))
     assert set(result) == {"prompt"} and "u0" in result["prompt"]
 
 

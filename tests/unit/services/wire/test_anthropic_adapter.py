@@ -11,6 +11,7 @@ from anthropic.types import Message, RawMessageStreamEvent
 
 from homeport.errors import HomeportError, InvalidRequestError, ServiceUnavailableError
 from homeport.schemas.anthropic import MessagesRequest
+from homeport.services.text.conversation import Image, Reasoning, Text, ToolCall, ToolResult
 from homeport.services.text.events import (
     Finish,
     ReasoningDelta,
@@ -20,7 +21,8 @@ from homeport.services.text.events import (
     ToolCallStarted,
     UsageReport,
 )
-from homeport.services.wire.anthropic import MessageAssembler, error_envelope, thinking_signature, to_chat
+from homeport.services.text.prompts.messages import normalize
+from homeport.services.wire.anthropic import MessageAssembler, error_envelope, thinking_signature, to_conversation
 
 EVENTS = pydantic.TypeAdapter(RawMessageStreamEvent)
 
@@ -125,15 +127,20 @@ def test_request_maps_onto_the_chat_pipeline():
             ],
         }
     )
-    chat = to_chat(body)
+    chat = to_conversation(body)
     roles = [m.role for m in chat.messages]
     assert roles == ["system", "user", "assistant", "tool"]
-    assert chat.messages[1].content[1].image_url["url"] == "data:image/png;base64,AAAA"
-    assert json.loads(chat.messages[2].tool_calls[0]["function"]["arguments"]) == {"a": 1}
-    assert chat.messages[2].model_extra["reasoning_content"] == "t"
-    assert chat.messages[3].content == "Error: bad" and chat.messages[3].tool_call_id == "u1"
+    assert chat.messages[1].parts == (Text("hi"), Image("data:image/png;base64,AAAA"))
+    reasoning, call = chat.messages[2].parts
+    assert isinstance(call, ToolCall) and (call.id, call.name) == ("u1", "f") and json.loads(call.arguments) == {"a": 1}
+    assert reasoning == Reasoning("t", "")
+    assert chat.messages[3].parts == (ToolResult("u1", "bad", is_error=True),)
+    template = normalize(chat.messages)
+    assert template[2]["reasoning_content"] == "t"
+    assert template[3]["content"] == "Error: bad" and template[3]["tool_call_id"] == "u1"
     assert chat.tool_choice == "required" and chat.parallel_tool_calls is False
-    assert chat.max_tokens == 200 and chat.stop_strings() == ["END"] and chat.top_k == 5 and chat.enable_thinking
+    assert chat.limits.max_tokens == 200 and chat.limits.stop_strings() == ("END",)
+    assert chat.sampling.top_k == 5 and chat.thinking.enabled
 
 
 def test_server_tools_are_refused_by_name():
@@ -145,7 +152,7 @@ def test_server_tools_are_refused_by_name():
         }
     )
     with pytest.raises(InvalidRequestError) as refused:
-        to_chat(body)
+        to_conversation(body)
     assert refused.value.param == "tools[0].type"
 
 
@@ -170,7 +177,7 @@ def test_a_thinking_budget_must_fit_under_max_tokens():
         }
     )
     with pytest.raises(InvalidRequestError) as refused:
-        to_chat(body)
+        to_conversation(body)
     assert refused.value.param == "thinking.budget_tokens"
 
 
@@ -186,5 +193,7 @@ def test_signed_thinking_blocks_in_history_are_accepted():
             ],
         }
     )
-    assistant = to_chat(body).messages[1]
-    assert assistant.reasoning_content == "I reckon 4." and assistant.content == "4"
+    conversation = to_conversation(body)
+    assert conversation.messages[1].parts == (Reasoning("I reckon 4.", thinking["signature"]), Text("4"))
+    assistant = normalize(conversation.messages)[1]
+    assert assistant["reasoning_content"] == "I reckon 4." and assistant["content"] == "4"

@@ -8,7 +8,8 @@ import pytest
 
 from homeport.errors import InvalidRequestError
 from homeport.schemas.responses import ResponsesRequest
-from homeport.services.wire.responses_input import input_items, to_chat
+from homeport.services.text.conversation import Image, NamedFunction, Reasoning, Text, ToolCall, ToolResult
+from homeport.services.wire.responses_input import input_items, to_conversation
 
 
 def _body(**fields) -> ResponsesRequest:
@@ -38,13 +39,14 @@ def test_items_become_a_chat_conversation():
     )
     items = input_items(body)
     assert all(item["id"] for item in items)
-    chat = to_chat(body, items)
+    chat = to_conversation(body, items)
     assert [m.role for m in chat.messages] == ["system", "user", "assistant", "tool"]
-    assert chat.messages[1].content[1].image_url == {"url": "data:image/png;base64,AA"}
-    assert chat.messages[2].tool_calls[0]["function"]["name"] == "f"
-    assert chat.messages[2].model_extra["reasoning_content"] == "ponder"
-    assert chat.tool_choice == {"type": "function", "function": {"name": "f"}}
-    assert chat.response_format["type"] == "json_schema" and chat.max_tokens == 7 and chat.reasoning_effort == "low"
+    assert chat.messages[1].parts == (Text("hi"), Image("data:image/png;base64,AA", "auto"))
+    assert chat.messages[2].parts == (Reasoning("ponder"), ToolCall("c1", "f", "{}"))
+    assert chat.messages[3].parts == (ToolResult("c1", "42"),)
+    assert chat.tool_choice == NamedFunction("f")
+    assert chat.sampling.response_format["type"] == "json_schema" and chat.limits.max_tokens == 7
+    assert chat.thinking.effort == "low" and chat.thinking.enabled
 
 
 def test_a_string_input_is_one_user_message():
@@ -73,7 +75,7 @@ def test_a_string_input_is_one_user_message():
 def test_bad_input_names_the_field(fields, param):
     body = _body(**fields)
     with pytest.raises(InvalidRequestError) as refused:
-        to_chat(body, input_items(body))
+        to_conversation(body, input_items(body))
     assert refused.value.param == param
 
 
@@ -95,9 +97,9 @@ def test_a_text_file_becomes_its_text_under_its_name(data):
     body = _file(data)
     items = input_items(body)
     assert items[0]["content"][0] == {"type": "input_file", "filename": "notes.txt", "file_data": data}
-    message = to_chat(body, items).messages[0]
-    assert message.content[0].text == '<file name="notes.txt">\nline one\n</file>'
-    assert message.content[1].text == "Summarize."
+    message = to_conversation(body, items).messages[0]
+    assert message.parts[0].text == '<file name="notes.txt">\nline one\n</file>'
+    assert message.parts[1].text == "Summarize."
 
 
 @pytest.mark.parametrize(
@@ -122,7 +124,7 @@ def test_an_item_reference_is_the_stored_item_it_names():
     body = _body(input=[{"type": "item_reference", "id": "msg_1"}, {"id": "msg_1"}, {"role": "user", "content": "Why?"}])
     items = input_items(body, {"msg_1": stored}.get)
     assert items[:2] == [stored, stored]
-    assert [m.role for m in to_chat(body, items).messages] == ["assistant", "assistant", "user"]
+    assert [m.role for m in to_conversation(body, items).messages] == ["assistant", "assistant", "user"]
 
 
 def test_a_function_call_output_may_return_a_text_file():

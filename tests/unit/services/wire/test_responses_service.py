@@ -77,7 +77,7 @@ async def test_previous_response_id_rebuilds_the_conversation(service):
     first, _ = await service.create(chat, _body(instructions="sys"))
     await service.create(chat, _body(input="again", previous_response_id=first["id"]))
     roles = [
-        (m.role, m.content if isinstance(m.content, str) else m.content[0].text) for m in chat.requests[1].messages
+        (m.role, m.parts[0].text) for m in chat.requests[1].messages
     ]
     assert roles == [("user", "hi"), ("assistant", "w0 w1 "), ("user", "again")]  # instructions are not carried over
     with pytest.raises(NotFoundError):
@@ -117,7 +117,7 @@ async def test_item_references_resolve_from_the_store(service):
     output_id, input_id = first["output"][0]["id"], service.store.input_items(first["id"])[0]["id"]
     refs = [{"type": "item_reference", "id": input_id}, {"type": "item_reference", "id": output_id}]
     await service.create(chat, _body(input=[*refs, {"role": "user", "content": "next"}]))
-    texts = [m.content if isinstance(m.content, str) else m.content[0].text for m in chat.requests[1].messages]
+    texts = [m.parts[0].text for m in chat.requests[1].messages]
     assert texts == ["first", "w0 w1 ", "next"]
     with pytest.raises(InvalidRequestError) as unknown:
         await service.create(chat, _body(input=[{"type": "item_reference", "id": "msg_gone"}]))

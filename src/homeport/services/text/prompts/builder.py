@@ -25,8 +25,9 @@ from typing import Any
 
 from homeport.engines.base import ModelInfo
 from homeport.errors import InvalidRequestError
-from homeport.schemas.chat import ChatCompletionRequest, ToolPrompt
-from homeport.services.text.prompts import instruction_templates, messages as msgs
+from homeport.services.text.conversation import ChatOptions, Conversation
+from homeport.services.text.prompts import instruction_templates
+from homeport.services.text.prompts import messages as msgs
 from homeport.services.text.prompts.characters import CharacterLibrary, substitute_names
 from homeport.services.text.prompts.chat_mode import DEFAULT_CHAT_TEMPLATE, Persona, resolve_persona
 from homeport.services.text.prompts.chat_templates import ChatTemplate, ChatTemplateLibrary, ChatTemplateRenderer
@@ -68,7 +69,7 @@ class ChatPromptService:
         renderer: ChatTemplateRenderer,
         user_data_dir: Path,
         load_template: ChatTemplate | None = None,
-        tool_prompt: ToolPrompt = "auto",
+        tool_prompt: str = "auto",  # auto | template | generic (schemas/chat.py's ToolPrompt)
     ) -> None:
         self.info = info
         self.tool_prompt = tool_prompt  # the server's --tool-prompt; a request's `tool_prompt` wins
@@ -82,31 +83,32 @@ class ChatPromptService:
         self.templates = InstructionTemplates(user_data_dir / "instruction-templates", library)
         self.models_dir = user_data_dir / "models"
 
-    async def chat_prompt(self, request: ChatCompletionRequest) -> dict:
+    async def chat_prompt(self, conversation: Conversation) -> dict:
         """The prompt a chat request would get, untruncated (`/v1/internal/chat-prompt`)."""
-        plan = plan_tools(request)
-        built = await asyncio.to_thread(self.build, request, plan=plan, count_tokens=len, budget=None)
+        plan = plan_tools(conversation)
+        built = await asyncio.to_thread(self.build, conversation, plan=plan, count_tokens=len, budget=None)
         return {"prompt": show_slots(built.text)}
 
     def build(
         self,
-        request: ChatCompletionRequest,
+        conversation: Conversation,
         *,
         plan: ToolPlan | None,
         count_tokens: Callable[[str], int],
         budget: int | None,
     ) -> BuiltPrompt:
         """Blocking: renders (and, over `budget` tokens, re-renders) templates."""
-        continuing = request.continue_ and request.messages[-1].role == "assistant"
-        template = self.instruction_template(request)
+        options = conversation.options
+        continuing = options.continue_ and conversation.messages[-1].role == "assistant"
+        template = self.instruction_template(options)
         system, history = msgs.split_leading_system(
-            msgs.normalize(request.messages, keep_last_reasoning_inline=continuing)
+            msgs.normalize(conversation.messages, keep_last_reasoning_inline=continuing)
         )
-        tools = list(plan.tools) if plan is not None and plan.parses_calls else None
+        tools = msgs.template_tools(plan.tools) if plan is not None and plan.parses_calls else None
         generic = False
-        if request.mode == "instruct":
+        if options.mode == "instruct":
             shown = self.tool_rendering(template)
-            mode = request.tool_prompt or self.tool_prompt
+            mode = options.tool_prompt or self.tool_prompt
             generic = tools is not None and (mode == "generic" or (mode == "auto" and not shown.tools))
             # What the template cannot show (or, under homeport's tool prompt, all of it) as text.
             history = history_as_text(history, calls=generic or not shown.calls, results=generic or not shown.results)
@@ -120,20 +122,20 @@ class ChatPromptService:
             "tools": tools or None,
             "builtin_tools": None,
             "tools_in_user_message": False,
-            "enable_thinking": request.enable_thinking,
+            "enable_thinking": conversation.thinking.enabled,
         }
-        if request.reasoning_effort is not None:
+        if conversation.thinking.effort is not None:
             # Passed only when given: templates test `reasoning_effort is defined` for their default.
-            variables["reasoning_effort"] = request.reasoning_effort
+            variables["reasoning_effort"] = conversation.thinking.effort
         # A character named in instruct mode is still checked: a typo should not pass silently.
-        wants_persona = request.mode != "instruct" or bool(request.character)
-        persona = resolve_persona(request, self.characters) if wants_persona else None
-        render, outer = self._mode_renderer(request, template, system, persona, variables, continuing)
+        wants_persona = options.mode != "instruct" or bool(options.character)
+        persona = resolve_persona(options, self.characters) if wants_persona else None
+        render, outer = self._mode_renderer(options, template, system, persona, variables, continuing)
         fitted = fit(history, render, count_tokens, budget)
         continued = history[-1]["content"] if continuing else ""
         return BuiltPrompt(
             text=fitted.text,
-            stops=self._stops(template, persona, request.mode),
+            stops=self._stops(template, persona, options.mode),
             template_source=outer.source,
             starts_in_reasoning=_opens_reasoning(fitted.text) or _unclosed_think(continued),
             dropped_messages=fitted.dropped_messages,
@@ -150,7 +152,7 @@ class ChatPromptService:
 
     def _mode_renderer(
         self,
-        request: ChatCompletionRequest,
+        options: ChatOptions,
         template: ChatTemplate,
         system: str | None,
         persona: Persona | None,
@@ -158,16 +160,16 @@ class ChatPromptService:
         continuing: bool,
     ) -> tuple[Callable[[list[dict]], str], ChatTemplate]:
         """(history → prompt text for the request's mode, the outermost template)."""
-        if persona is None or request.mode == "instruct":
+        if persona is None or options.mode == "instruct":
             return (lambda kept: self._instruct(template, system, kept, variables, continuing)), template
 
-        chat = ChatTemplate("chat", request.chat_template_str or DEFAULT_CHAT_TEMPLATE, ())
+        chat = ChatTemplate("chat", options.chat_template_str or DEFAULT_CHAT_TEMPLATE, ())
         chat_variables = {**variables, "name1": persona.name1, "name2": persona.name2, "user_bio": persona.user_bio}
-        if request.mode == "chat":
+        if options.mode == "chat":
             prefix = "" if continuing else self._reply_prefix(chat, persona, chat_variables)
             return (lambda kept: self._chat(chat, persona, kept, chat_variables, continuing) + prefix), chat
 
-        command = request.chat_instruct_command.replace("<|character|>", persona.name2)
+        command = options.chat_instruct_command.replace("<|character|>", persona.name2)
         command = substitute_names(command, persona.name1, persona.name2)
 
         def chat_instruct(kept: list[dict]) -> str:
@@ -180,15 +182,15 @@ class ChatPromptService:
 
         return chat_instruct, template
 
-    def instruction_template(self, request: ChatCompletionRequest) -> ChatTemplate:
-        if request.instruction_template_str:
-            return instruction_templates.from_text(request.instruction_template_str, "instruction_template_str")
-        if request.instruction_template:
-            found = self.templates.get(request.instruction_template)
+    def instruction_template(self, options: ChatOptions) -> ChatTemplate:
+        if options.instruction_template_str:
+            return instruction_templates.from_text(options.instruction_template_str, "instruction_template_str")
+        if options.instruction_template:
+            found = self.templates.get(options.instruction_template)
             if found is None:
                 known = ", ".join(self.templates.names())
                 raise InvalidRequestError(
-                    f"unknown instruction template {request.instruction_template!r} (instruction templates: {known})",
+                    f"unknown instruction template {options.instruction_template!r} (instruction templates: {known})",
                     param="instruction_template",
                 )
             return found

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from homeport.schemas.chat import ChatCompletionRequest
+from homeport.services.text.conversation import ChatOptions
 from homeport.services.text.prompts.characters import CharacterLibrary, substitute_names
 
 DEFAULT_USER_NAME = "You"
@@ -50,15 +50,15 @@ class Persona:
     user_bio: str
 
 
-def resolve_persona(request: ChatCompletionRequest, characters: CharacterLibrary) -> Persona:
-    character = characters.load(request.character)
-    name1 = request.name1 or character.user_name or DEFAULT_USER_NAME
-    name2 = request.name2 or character.name
+def resolve_persona(options: ChatOptions, characters: CharacterLibrary) -> Persona:
+    character = characters.load(options.character)
+    name1 = options.name1 or character.user_name or DEFAULT_USER_NAME
+    name2 = options.name2 or character.name
     # An empty string means "not given", as in the reference API, whose defaults are "".
-    context = request.context or character.context
+    context = options.context or character.context
     return Persona(
         name1=name1,
         name2=name2,
         context=substitute_names(context, name1, name2).strip(),
-        user_bio=substitute_names(request.user_bio or "", name1, name2).strip(),
+        user_bio=substitute_names(options.user_bio or "", name1, name2).strip(),
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from homeport.engines.base import PromptMedia, TextEngine
 from homeport.errors import InvalidRequestError
+from homeport.services.text.conversation import Image, Message, Part, ToolResult
 from homeport.services.text.prompts.media_policy import OFFLINE, MediaPolicy
 from homeport.services.text.prompts.remote_media import fetch_image
 
@@ -51,8 +52,22 @@ class ImageRef:
     param: str  # where it was in the request, for errors: messages[i].content[j].image_url
 
 
-def image_refs(messages: Iterable[Any]) -> list[ImageRef]:
-    """Every image part of the messages, in order (the order `slot` numbers them)."""
+def image_refs(messages: Sequence[Message]) -> list[ImageRef]:
+    """Every image part of the conversation, in order (the order `slot` numbers them), each named
+    as the OpenAI chat field it maps onto: messages[i].content[j].image_url."""
+    refs = []
+    for i, message in enumerate(messages):
+        parts: Sequence[Part] = message.parts
+        if len(parts) == 1 and isinstance(parts[0], ToolResult):
+            parts = () if isinstance(parts[0].content, str) else parts[0].content
+        for j, part in enumerate(parts):
+            if isinstance(part, Image):
+                refs.append(ImageRef(part.url, f"messages[{i}].content[{j}].image_url"))
+    return refs
+
+
+def _wire_image_refs(messages: Iterable[Any]) -> list[ImageRef]:
+    """`image_refs` of `/v1/completions`' `messages` (wire chat messages, read as they are)."""
     refs = []
     for i, message in enumerate(messages):
         content = message.content
@@ -136,7 +151,7 @@ def completion_prompt(messages: Iterable[Any]) -> tuple[str, list[ImageRef]]:
     text = "".join(texts)
     if has_slots(text):
         raise InvalidRequestError("the messages contain reserved characters (U+E000, U+E001)", param="messages")
-    refs = image_refs(messages)
+    refs = _wire_image_refs(messages)
     pieces = text.split(SHOWN_MARKER)
     if len(pieces) - 1 != len(refs):
         raise InvalidRequestError(

@@ -1,4 +1,5 @@
-"""OpenAI chat messages → the plain dicts chat templates iterate over.
+"""The conversation's messages (conversation.py) → the plain dicts chat templates iterate over:
+the one place where the pipeline writes OpenAI-style message and tool dicts.
 
 Templates written for Hugging Face expect string content, `tool_calls[].function.arguments` as a
 mapping (they do `arguments | tojson` or `arguments.items()`), and earlier replies' reasoning in
@@ -9,10 +10,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
-from homeport.schemas.chat import ChatMessage, TextPart
+from homeport.services.text.conversation import FunctionTool, Image, Message, Reasoning, Text, ToolCall, ToolResult
 from homeport.services.text.prompts.images import slot
 
 THINK_OPEN, THINK_CLOSE = "<think>", "</think>"
@@ -36,7 +37,7 @@ class JsonDict(dict):
         return NotImplemented
 
 
-def normalize(messages: list[ChatMessage], *, keep_last_reasoning_inline: bool = False) -> list[dict]:
+def normalize(messages: Sequence[Message], *, keep_last_reasoning_inline: bool = False) -> list[dict]:
     """Every message as templates expect it. With `keep_last_reasoning_inline` (continuing the
     last reply), the last message's <think> text stays in its content: that is where it goes on."""
     last = len(messages) - 1
@@ -47,28 +48,59 @@ def normalize(messages: list[ChatMessage], *, keep_last_reasoning_inline: bool =
     ]
 
 
-def _normalize(message: ChatMessage, images: Iterator[int], *, split_think: bool) -> dict:
-    content = message.content
-    if isinstance(content, list):
-        content = "\n".join(part.text if isinstance(part, TextPart) else slot(next(images)) for part in content)
-    normalized: dict[str, Any] = {
-        "role": "system" if message.role == "developer" else message.role,
-        "content": content or "",
-    }
+def template_tools(tools: Iterable[FunctionTool]) -> list[dict]:
+    """Tool definitions as templates read them (OpenAI's `{type: function, function: {...}}`)."""
+    return [{"type": "function", "function": _function(tool)} for tool in tools]
+
+
+def _function(tool: FunctionTool) -> dict[str, Any]:
+    function: dict[str, Any] = {"name": tool.name}
+    if tool.description is not None:
+        function["description"] = tool.description
+    if tool.parameters is not None:
+        function["parameters"] = tool.parameters
+    return function
+
+
+def _normalize(message: Message, images: Iterator[int], *, split_think: bool) -> dict:
+    pieces: list[str] = []  # the content: text parts and image slots, one per line
+    reasoning: list[str] = []
+    calls: list[dict[str, Any]] = []
+    call_id = None
+    for part in message.parts:
+        if isinstance(part, Text):
+            pieces.append(part.text)
+        elif isinstance(part, Image):
+            pieces.append(slot(next(images)))
+        elif isinstance(part, ToolResult):
+            call_id = part.call_id
+            pieces.append(_result_text(part, images))
+        elif isinstance(part, ToolCall):
+            calls.append(_tool_call(part))
+        elif isinstance(part, Reasoning):
+            reasoning.append(part.text)
+    normalized: dict[str, Any] = {"role": message.role, "content": "\n".join(pieces)}
     if message.name:
         normalized["name"] = message.name
-    if message.tool_call_id:
-        normalized["tool_call_id"] = message.tool_call_id
+    if call_id:
+        normalized["tool_call_id"] = call_id
     if message.role == "assistant":
-        reasoning = (message.model_extra or {}).get("reasoning_content")
+        thought = "\n".join(reasoning) or None
         if split_think:
-            thought, normalized["content"] = split_think_block(normalized["content"])
-            reasoning = reasoning or thought
-        if isinstance(reasoning, str) and reasoning:
-            normalized["reasoning_content"] = reasoning
-        if message.tool_calls:
-            normalized["tool_calls"] = [_tool_call(call) for call in message.tool_calls]
+            split, normalized["content"] = split_think_block(normalized["content"])
+            thought = thought or split
+        if thought:
+            normalized["reasoning_content"] = thought
+        if calls:
+            normalized["tool_calls"] = calls
     return normalized
+
+
+def _result_text(result: ToolResult, images: Iterator[int]) -> str:
+    content = result.content
+    if not isinstance(content, str):
+        content = "\n".join(part.text if isinstance(part, Text) else slot(next(images)) for part in content)
+    return f"Error: {content}" if result.is_error else content
 
 
 def split_think_block(content: str) -> tuple[str | None, str]:
@@ -81,20 +113,15 @@ def split_think_block(content: str) -> tuple[str | None, str]:
     return (thought or None), rest.lstrip()
 
 
-def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    function = call.get("function")
-    if not isinstance(function, dict):
-        return dict(call)
-    arguments = function.get("arguments")
-    if isinstance(arguments, str):
-        try:
-            parsed = json.loads(arguments)
-        except json.JSONDecodeError:
-            parsed = None
-        arguments = JsonDict(parsed) if isinstance(parsed, dict) else arguments  # unparsable: left as sent
-    elif isinstance(arguments, dict):
-        arguments = JsonDict(arguments)
-    return {**call, "function": {**function, "arguments": arguments}}
+def _tool_call(call: ToolCall) -> dict[str, Any]:
+    arguments: Any = call.arguments
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError:
+        parsed = None
+    arguments = JsonDict(parsed) if isinstance(parsed, dict) else arguments  # unparsable: left as sent
+    shown: dict[str, Any] = {"id": call.id} if call.id is not None else {}
+    return {**shown, "type": "function", "function": {"name": call.name, "arguments": arguments}}
 
 
 def split_leading_system(messages: list[dict]) -> tuple[str | None, list[dict]]:
