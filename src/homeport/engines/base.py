@@ -91,6 +91,7 @@ class GenerationRequest:
     render_special: bool = False  # show control tokens' text instead of skipping it
     use_prefix_cache: bool = True
     media: PromptMedia | None = None  # the images inside prompt_tokens, when it has any
+    min_tokens: int = 0  # end-of-generation tokens cannot be sampled before this many were produced
 
 
 TopLogprobs = tuple[tuple[int, float], ...]

@@ -126,6 +126,7 @@ class Scheduler(GenerationRuntime):
         # A step: the prompt budget, plus each decoding sequence's pending token and its drafts.
         self._batch = llama_cpp.llama_batch_init(n_batch + n_slots * (1 + self._draft_max), 0, 1)
         self._n_vocab = llama_cpp.llama_vocab_n_tokens(model.vocab)
+        self._eog_ids = np.fromiter(sorted(eog), dtype=np.intp, count=len(eog))
         self._n_swa = llama_cpp.llama_model_n_swa(model.model)  # 0: no sliding-window layers
         self._slots = [Slot(seq_id=i) for i in range(n_slots)]
         self._free = list(self._slots)
@@ -295,6 +296,8 @@ class Scheduler(GenerationRuntime):
             for checked, row in enumerate(rows):
                 # Read the model's distribution before sampling: the sampler may edit the logits.
                 logprobs = self._logprobs(row) if seq.request.logprobs is not None else None
+                if seq.produced < seq.request.min_tokens:  # (llama.cpp's own buffer: this row only)
+                    logits_row(self._ctx, row, self._n_vocab)[self._eog_ids] = -np.inf
                 token = seq.sampler.sample(self._ctx, row)
                 event = self.advance(seq, token, logprobs)
                 if checked == len(guesses) or token != guesses[checked] or event.finish_reason is not None:

@@ -103,6 +103,9 @@ class Scheduler(GenerationRuntime):
             self.complete(job, running, self._distribution(job, logits))
             return
         logprobs = log_softmax(logits, self._vocab_size) if request.logprobs is not None else None
+        if job.produced < request.min_tokens:
+            logits = logits.clone()
+            logits[[t for t in self._eog if t < logits.numel()]] = float("-inf")
         token = job.sampler.sample(logits)
         event = self.advance(job, token, logprobs)
         if event.finish_reason is not None:

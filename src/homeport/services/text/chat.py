@@ -181,8 +181,9 @@ class ChatService:
         if left <= 0:
             yield generation.TextDelta("", "length")
             return
+        # min_tokens: an answer follows the cut reasoning (a model would often end its turn at once).
         request = dataclasses.replace(
-            prepared.request, prompt_tokens=[*prepared.request.prompt_tokens, *added], max_tokens=left
+            prepared.request, prompt_tokens=[*prepared.request.prompt_tokens, *added], max_tokens=left, min_tokens=1
         )
         second = Usage()
         try:
