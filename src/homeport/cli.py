@@ -182,6 +182,9 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--target-ongoing-requests", type=float, metavar="X",
                          help="autoscale: requests per replica to aim for (default 2)")
     cluster.add_argument("--replica-cpus", type=float, metavar="X", help="CPUs Ray reserves per replica (default 1)")
+    cluster.add_argument("--ingress-only", action="store_true", default=None,
+                         help="one more ingress (e.g. on another node) for the replicas an earlier "
+                              "`homeport serve --ray-address` deployed; deploys and removes nothing")
 
     compat = parser.add_argument_group("reference API compatibility")
     # The reference needs --api (and an extension) to start its API; homeport's API is always on.

@@ -99,6 +99,8 @@ class _Settings(BaseModel):
     max_replicas: int | None = Field(None, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)  # autoscaling's target per replica
     replica_cpus: float = Field(1.0, ge=0)  # CPUs Ray reserves for each replica
+    # Another ingress (on another machine) for the replicas a `homeport serve --ray-address` deployed.
+    ingress_only: bool = False
 
     @field_validator("api_port", "max_queue", "max_loaded_models", "replicas", "min_replicas", "max_replicas", mode="before")
     @classmethod
@@ -160,6 +162,8 @@ class _Settings(BaseModel):
     def _replica_bounds(self) -> _Settings:
         if self.min_replicas is not None and self.max_replicas is not None and self.min_replicas > self.max_replicas:
             raise ValueError(f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})")
+        if self.ingress_only and self.ray_address is None:
+            raise ValueError("ingress_only needs ray_address: the cluster whose replicas it serves")
         return self
 
     @property

@@ -13,6 +13,7 @@ process id at the end (found by its session, and by the namespace).
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import os
 import re
 import shutil
@@ -22,7 +23,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +82,11 @@ class Cluster:
     serve: subprocess.Popen  # strace (or nsenter) around `homeport serve`: it exits with its status
     traces: list[Path] = field(default_factory=list)
     logs: list[Path] = field(default_factory=list)
+    gcs_port: int = 0
+    api_port: int = 0
+    # (name, command) → the process, inside the namespace (traced); (host, port) → (base URL, UDS)
+    launch: Callable[[str, list[str]], tuple[subprocess.Popen, Path]] | None = None
+    reach: Callable[[str, int], tuple[str, str | None]] | None = None
 
     def http(self, timeout: float = 120) -> httpx.Client:
         transport = httpx.HTTPTransport(uds=self.uds) if self.uds else None
@@ -194,17 +200,23 @@ def cluster() -> Iterator[Cluster]:
             "--threads", "1", "--parallel", "2", "--listen-host", HEAD, "--api-port", str(api_port),
             "--user-data-dir", str(tmp / "user_data"),
         ])
-        uds = None
-        if netns:
-            uds = str(tmp / "ingress.sock")
-            forwarder = subprocess.Popen([*enter, sys.executable, "-c", FORWARDER, uds, HEAD, str(api_port)],
+
+        def reach(host: str, port: int) -> tuple[str, str | None]:
+            """How the test reaches an ingress: in the namespace, through a Unix socket forwarder."""
+            if not netns:
+                return f"http://{host}:{port}", None
+            uds = str(tmp / f"ingress-{host}.sock")
+            forwarder = subprocess.Popen([*enter, sys.executable, "-c", FORWARDER, uds, host, str(port)],
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                          start_new_session=True)
             processes.append(forwarder)
             sessions.add(forwarder.pid)
             assert forwarder.stdout.readline().strip() == "forwarding"
-        running = Cluster(tmp, sessions, netns_id, f"http://{HEAD}:{api_port}", uds, netns, holder.pid if holder else None,
-                          serve, traces, logs)
+            return f"http://{host}:{port}", uds
+
+        base_url, uds = reach(HEAD, api_port)
+        running = Cluster(tmp, sessions, netns_id, base_url, uds, netns, holder.pid if holder else None,
+                          serve, traces, logs, gcs_port, api_port, start, reach)
         deadline = time.monotonic() + READY_S
         with running.http(timeout=10) as http:
             while True:
@@ -434,6 +446,36 @@ def test_no_process_connects_anywhere_but_loopback(cluster):
     assert offending == [], offending[:20]
     if cluster.netns:
         assert probes == []  # inside the namespace there is no route to probe
+
+
+def test_a_second_ingress_on_the_other_node_serves_the_same_replicas(cluster):
+    """`--ingress-only` on the worker's address: the replicas the first ingress deployed answer it;
+    stopping it leaves them serving the first."""
+    command = [sys.executable, "-m", "homeport", "serve", "--ray-address", f"{HEAD}:{cluster.gcs_port}",
+               "--ingress-only", "--listen-host", WORKER, "--api-port", str(cluster.api_port),
+               "--user-data-dir", str(cluster.tmp / "user_data_2")]
+    second, second_log = cluster.launch("ingress-2", command)
+    base_url, uds = cluster.reach(WORKER, cluster.api_port)
+    other = dataclasses.replace(cluster, base_url=base_url, uds=uds)
+    deadline = time.monotonic() + READY_S
+    with other.http(timeout=10) as http:
+        while True:
+            assert second.poll() is None, second_log.read_text()[-3000:]
+            try:
+                if http.get("/health/ready").status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, second_log.read_text()[-3000:]
+            time.sleep(1)
+    results = [_stream(other.openai(), f"Say hello number {i}.") for i in range(3)]
+    assert all(r["replica"] and r["error"] is None and r["chunks"] for r in results), results
+    pids = [pid for pid, cmd in cluster.processes() if "--ingress-only" in cmd and "strace" not in cmd]
+    assert len(pids) == 1, cluster.processes()
+    os.kill(pids[0], signal.SIGTERM)
+    assert second.wait(timeout=90) == 0
+    assert len(cluster.replica_pids()) == 2  # not removed: they are the first ingress's
+    assert _stream(cluster.openai(), "Still there?")["error"] is None
 
 
 def test_sigterm_drains_the_ingress_and_removes_its_replicas(cluster):

@@ -184,6 +184,9 @@ def test_cluster_settings_from_flags_and_their_checks(tmp_path):
         load_settings({"min_replicas": 4, "max_replicas": 2, "user_data_dir": tmp_path}, {})
     with pytest.raises(SettingsError, match="replicas"):
         load_settings({"replicas": 0, "user_data_dir": tmp_path}, {})
+    with pytest.raises(SettingsError, match="ingress_only needs ray_address"):
+        load_settings({"ingress_only": True, "user_data_dir": tmp_path}, {})
+    assert load_settings({"ray_address": "local", "ingress_only": True, "user_data_dir": tmp_path}, {}).ingress_only
 
 
 def test_cluster_flags_parse():
@@ -193,6 +196,7 @@ def test_cluster_flags_parse():
                                       "--target-ongoing-requests", "3", "--replica-cpus", "0.5"])
     assert (args.ray_address, args.min_replicas, args.max_replicas) == ("local", 1, 4)
     assert (args.target_ongoing_requests, args.replica_cpus) == (3.0, 0.5)
+    assert build_parser().parse_args(["serve", "--ray-address", "h:6379", "--ingress-only"]).ingress_only is True
 
 
 def test_start_up_imports_no_ray():

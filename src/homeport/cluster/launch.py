@@ -123,6 +123,25 @@ def deploy(settings: Settings) -> Any:
     return serve.run(app, name=APP_NAME, route_prefix=None)
 
 
+def attach(timeout: float = 600.0) -> Any:
+    """The handle of the replicas another `homeport serve --ray-address` deployed (`--ingress-only`),
+    waiting for them while they are still being deployed."""
+    import time
+
+    from ray import serve
+    from ray.serve.exceptions import RayServeException
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return serve.get_deployment_handle(DEPLOYMENT_NAME, app_name=APP_NAME, _record_telemetry=False)
+        except (RayServeException, KeyError, ValueError):
+            if time.monotonic() > deadline:
+                raise StartupError("no homeport replicas on this Ray cluster: start `homeport serve --ray-address` "
+                                   "without --ingress-only first") from None
+            time.sleep(1)
+
+
 def serve_cluster(settings: Settings) -> int:
     from homeport.cluster.ingress import ClusterIngress
     from homeport.registry.library import resolve_model
@@ -137,7 +156,8 @@ def serve_cluster(settings: Settings) -> int:
     import uvicorn
     from ray import serve
 
-    ingress = ClusterIngress(lambda: deploy(settings), aliases=settings.model_aliases)
+    ingress = ClusterIngress(attach if settings.ingress_only else lambda: deploy(settings),
+                             aliases=settings.model_aliases)
     port = listeners[0].getsockname()[1]
     scheme = "https" if settings.ssl_certfile else "http"
     urls = [f"{scheme}://{_url_host(sock)}:{port}/v1" for sock in listeners]
@@ -155,7 +175,8 @@ def serve_cluster(settings: Settings) -> int:
         server.run(sockets=listeners)
     finally:
         try:
-            serve.delete(APP_NAME)  # the replicas live as long as this process
+            if not settings.ingress_only:
+                serve.delete(APP_NAME)  # the replicas live as long as the process that deployed them
         except Exception as exc:  # noqa: BLE001 - the cluster may be gone already
             log.warning("could not remove the replicas: %s", type(exc).__name__)
         ray.shutdown()
