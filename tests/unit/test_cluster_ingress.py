@@ -160,6 +160,52 @@ async def test_a_replica_lost_mid_stream_ends_it_with_an_error_event_and_done(ma
     assert any('"content"' in f for f in frames[:-2])
 
 
+async def _cut_stream(http, path: str, body: dict) -> list[str]:
+    async with http.stream("POST", path, content=json.dumps(body).encode(), headers=JSON) as response:
+        text = "".join([part async for part in response.aiter_text()])
+    assert response.status_code == 200
+    return [f for f in text.split("\n\n") if f]
+
+
+async def test_a_replica_lost_mid_stream_ends_anthropic_and_responses_streams_in_their_own_format(make_client):
+    app = make_client(FakeEngine(script="one two three four five six seven eight")).app
+    handle = FakeHandle({"r1": app}, plan=[("r1", False, 3), ("r1", False, 3)])
+    _, http = await _ingress(handle)
+    question = [{"role": "user", "content": "q"}]
+    async with http:
+        messages = await _cut_stream(http, "/v1/messages", {"model": "m", "max_tokens": 50, "messages": question,
+                                                             "stream": True})
+        responses = await _cut_stream(http, "/v1/responses", {"model": "m", "input": "q", "stream": True,
+                                                               "store": False})
+    name, data = messages[-1].split("\n")
+    assert name == "event: error" and json.loads(data[6:]) == {
+        "type": "error", "error": {"type": "overloaded_error", "message": "The model replica serving this stream stopped."}}
+    assert all("[DONE]" not in f for f in messages + responses)
+    numbers = [json.loads(f.split("\n")[1][6:])["sequence_number"] for f in responses]
+    assert responses[-1].startswith("event: error") and numbers == list(range(len(numbers)))  # next in line
+    assert json.loads(responses[-1].split("\n")[1][6:])["code"] == "replica_lost"
+
+
+async def test_the_shutdown_deadline_ends_a_relayed_stream_with_an_error_event_and_stops_the_call(make_client):
+    engine = FakeEngine(script="one two three four five six seven eight nine ten " * 10, step_delay=0.02)
+    handle = FakeHandle({"r1": make_client(engine).app})
+    ingress, http = await _ingress(handle)
+    async with http:
+        body = chat([{"role": "user", "content": "q"}], stream=True, max_tokens=100)
+        request = asyncio.create_task(http.post("/v1/chat/completions", content=body, headers=JSON))
+        await asyncio.sleep(0.3)  # streaming (httpx's ASGI transport hands the body over at the end)
+        cut = await ingress.state.drain.run(0.1)
+        text = (await request).text
+    frames = [f for f in text.split("\n\n") if f]
+    assert cut == 1 and '"server_shutdown"' in frames[-2] and frames[-1] == "data: [DONE]"
+    assert len(frames) < 60  # cut: not all 100 words
+    for _ in range(100):
+        if engine.stats().active == 0:
+            break
+        await asyncio.sleep(0.02)
+    assert engine.stats().active == 0  # the replica's generation stopped
+
+
 async def test_ready_is_503_while_no_replica_is_deployed(monkeypatch):
     monkeypatch.setattr(ingress_module, "READY_WAIT_S", 0.2)
     release = threading.Event()

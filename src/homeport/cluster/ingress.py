@@ -18,11 +18,11 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from homeport.api.drain import Drain, DrainMiddleware
+from homeport.api.drain import Drain, DrainMiddleware, StreamHandle, current_drain, server_shutdown_error
 from homeport.api.errors import INTERNAL_ERROR, error_response
-from homeport.api.streaming import DONE, OPENAI_SSE
 from homeport.cluster.forwarding import ForwardedRequest, ResponseStart
 from homeport.cluster.prefix import routing_fields, stored_home
+from homeport.cluster.stream_end import StreamEnd
 from homeport.errors import HomeportError, ServiceUnavailableError
 
 log = logging.getLogger("homeport")
@@ -145,28 +145,57 @@ class ClusterIngress:
                 log.error("replica call failed: %s", type(exc).__name__)
                 error = INTERNAL_ERROR
                 break
-            await self._relay(start, stream, send, watch)
+            await self._relay(start, stream, send, watch, scope["path"])
             return
         await error_response(error)(scope, _no_receive, send)
 
-    async def _relay(self, start: ResponseStart, stream: Any, send: Send, watch: _DisconnectWatch) -> None:
+    async def _relay(self, start: ResponseStart, stream: Any, send: Send, watch: _DisconnectWatch, path: str) -> None:
         headers = [*start.headers, (REPLICA_HEADER, start.replica.encode())]
         await send({"type": "http.response.start", "status": start.status, "headers": headers})
         await send({"type": "http.response.body", "body": start.body, "more_body": start.more})
         if not start.more:
             return
         sse = any(k.lower() == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.headers)
+        end = StreamEnd(path)
+        # At the shutdown deadline the drain cancels the relay while it awaits the next chunk (as
+        # in api/streaming.py); the replica's call is cancelled and the client told why.
+        handle = StreamHandle(current_drain()) if sse else None
+        last: bytes = b""
         try:
-            async for chunk in stream:
+            chunks = aiter(stream)
+            while not (handle is not None and handle.cut):
+                if handle is not None:
+                    handle.waiting = True
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    if handle is not None:
+                        handle.waiting = False
+                end.saw(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except asyncio.CancelledError:
+            if handle is None or not handle.cut:
+                raise
+            if (task := asyncio.current_task()) is not None:
+                task.uncancel()
         except Exception as exc:  # noqa: BLE001 - the replica died mid-answer (or the client left: a cancel)
             if watch.gone:
                 return
             log.warning("replica %s lost mid-stream: %s", start.replica, type(exc).__name__)
             if sse:
-                lost = ServiceUnavailableError("The model replica serving this stream stopped.", code="replica_lost")
-                await send({"type": "http.response.body", "body": OPENAI_SSE.error(lost) + DONE, "more_body": True})
+                last = end.frame(ServiceUnavailableError("The model replica serving this stream stopped.",
+                                                         code="replica_lost"))
+        finally:
+            if handle is not None:
+                handle.close()
+        if handle is not None and handle.cut:
+            stream.cancel()  # the replica's generation stops, as on a disconnect
+            last = end.frame(server_shutdown_error())
         with contextlib.suppress(Exception):
+            if last:
+                await send({"type": "http.response.body", "body": last, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 

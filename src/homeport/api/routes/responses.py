@@ -45,14 +45,19 @@ class _Sequenced:
                 yield name, data
 
     def error_event(self, error: HomeportError) -> tuple[str, dict]:
-        inner = error.to_dict()["error"]
-        return "error", {
-            "type": "error",
-            "code": inner["code"] or inner["type"],
-            "message": inner["message"],
-            "param": inner["param"],
-            "sequence_number": self.last + 1,
-        }
+        return error_event(error, self.last + 1)
+
+
+def error_event(error: HomeportError, sequence_number: int) -> tuple[str, dict]:
+    """The Responses stream's `error` event (also written by a cluster ingress that cuts a stream)."""
+    inner = error.to_dict()["error"]
+    return "error", {
+        "type": "error",
+        "code": inner["code"] or inner["type"],
+        "message": inner["message"],
+        "param": inner["param"],
+        "sequence_number": sequence_number,
+    }
 
 
 def _event_stream(events: AsyncIterator[tuple[str, dict]], headers: dict[str, str] | None = None) -> Response:
