@@ -60,6 +60,7 @@ class Job(GenerationJob):
     draft_misses: int = 0  # speculative decoding: steps in a row whose drafts were all rejected
     draft_pause: int = 0  # steps to decode without drafts before trying again
     resume: list[int] = field(default_factory=list)  # after a pause: generated tokens to re-read
+    paused: bool = False  # gave up its cells and has not finished re-reading
 
     @property
     def decoding(self) -> bool:
@@ -264,7 +265,10 @@ class Scheduler(GenerationRuntime):
             end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
             if prefill + (end - start) > self._n_batch:
                 continue  # this step is full; the chunk goes whole into a later one
-            if not self._room_for(running, seq, end - start):
+            # A paused request starts again only once all it must re-read fits, with a token to
+            # spare for each running one: else it would be paused again at the next step.
+            room = min(self._cells, len(prompt) - start + len(running)) if seq.paused else end - start
+            if not self._room_for(running, seq, room):
                 continue  # it waits for cells
             prefill += end - start
             resumed = bool(seq.resume)  # its first token was sampled before the pause: no logits here
@@ -277,8 +281,10 @@ class Scheduler(GenerationRuntime):
                 n += 1
             seq.slot.tokens.extend(prompt[start:end])
             seq.prefilled = end
-            if seq.decoding and not resumed:
-                sample_at.append((seq, [n - 1], []))
+            if seq.decoding:
+                seq.paused = False
+                if not resumed:
+                    sample_at.append((seq, [n - 1], []))
         if n == 0:
             return
         self._batch.n_tokens = n
@@ -344,6 +350,7 @@ class Scheduler(GenerationRuntime):
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         slot.tokens.clear()
         seq.prefilled = seq.cached = 0
+        seq.paused = True
         if self._drafter is not None:
             self._drafter.forget(seq)
         self.counters.paused += 1
