@@ -334,6 +334,21 @@ def test_health_and_models_come_from_the_cluster(cluster):
     assert "SmolLM2-135M-Instruct.Q4_1" in [m["id"] for m in models.json()["data"]]
 
 
+def test_metrics_and_admin_calls_reach_every_replica(cluster):
+    """Calls that concern every replica go to each (cluster/broadcast.py): /metrics is both replicas'
+    samples labelled by replica, stop-generation reaches both."""
+    names = {_stream(cluster.openai(), f"Name a fruit, number {i}.")["replica"] for i in range(6)}
+    with cluster.http() as http:
+        metrics = http.get("/metrics")
+        stopped = http.post("/v1/internal/stop-generation", json={})
+    assert stopped.status_code == 200 and len(stopped.headers["x-homeport-replica"].split(",")) == 2
+    replicas = set(stopped.headers["x-homeport-replica"].split(","))
+    assert names <= replicas  # the replicas that served are the ones asked
+    assert metrics.status_code == 200
+    labelled = {m.group(1) for m in re.finditer(r'homeport_generation_tokens_total\{replica="([^"]+)"', metrics.text)}
+    assert labelled == replicas, metrics.text[:2000]
+
+
 def test_no_prompt_text_in_any_log(cluster):
     result = _stream(cluster.openai(), f"Repeat after me: {SECRET}", max_tokens=4)
     assert result["error"] is None

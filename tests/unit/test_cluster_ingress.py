@@ -99,7 +99,10 @@ class FakeHandle:
         return self
 
     def remote(self, request):
-        name, die_before, die_after = self.plan.pop(0) if self.plan else (next(iter(self.apps)), False, None)
+        if self.plan:
+            name, die_before, die_after = self.plan.pop(0)
+        else:  # a pinned request goes to its replica, as the router sends it
+            name, die_before, die_after = (request.pin if request.pin in self.apps else next(iter(self.apps))), False, None
         self.calls.append(name)
         self.requests.append(request)
         return FakeStream(run_asgi(self.apps[name], request, name), die_before, die_after)
@@ -204,6 +207,34 @@ async def test_the_shutdown_deadline_ends_a_relayed_stream_with_an_error_event_a
             break
         await asyncio.sleep(0.02)
     assert engine.stats().active == 0  # the replica's generation stopped
+
+
+async def test_calls_for_every_replica_reach_each_and_metrics_are_labelled_by_replica(make_client):
+    engines = {"r1": FakeEngine(script="a b c"), "r2": FakeEngine(script="d e f")}
+    apps = {name: make_client(engine, api_key="k", admin_key="admin").app for name, engine in engines.items()}
+    handle = FakeHandle(apps)
+    _, http = await _ingress(handle, replicas=lambda: ["r1", "r2"])
+    async with http:
+        http.headers["authorization"] = "Bearer k"
+        await http.post("/v1/chat/completions", content=chat([{"role": "user", "content": "q"}]), headers=JSON)
+        handle.calls.clear()
+        stopped = await http.post("/v1/internal/stop-generation", headers=JSON, content=b"{}")
+        assert stopped.status_code == 200 and sorted(handle.calls) == ["r1", "r2"]
+        assert stopped.headers["x-homeport-replica"] == "r1,r2"
+        refused = await http.post("/v1/internal/model/unload", headers=JSON, content=b"{}")  # no admin key
+        assert refused.status_code == 401 and len(handle.calls) == 4
+        handle.calls.clear()
+        metrics = await http.get("/metrics")
+        chat_only = await http.post("/v1/chat/completions", content=chat([{"role": "user", "content": "q"}]), headers=JSON)
+    assert metrics.status_code == 200 and sorted(handle.calls[:2]) == ["r1", "r2"]
+    assert chat_only.status_code == 200 and len(handle.calls) == 3  # any other call: one replica
+    lines = metrics.text.splitlines()
+    helps = [line for line in lines if line.startswith("# HELP ")]
+    assert helps and len(helps) == len(set(helps))  # each family described once
+    samples = [line for line in lines if line and not line.startswith("#")]
+    assert samples and all('replica="r1"' in line or 'replica="r2"' in line for line in samples)
+    stops = [line for line in samples if line.startswith("homeport_http_requests_total{") and "stop-generation" in line]
+    assert {('replica="r1"' in line) for line in stops} == {True, False}  # one sample per replica
 
 
 async def test_ready_is_503_while_no_replica_is_deployed(monkeypatch):

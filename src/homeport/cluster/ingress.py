@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -20,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 
 from homeport.api.drain import Drain, DrainMiddleware, StreamHandle, current_drain, server_shutdown_error
 from homeport.api.errors import INTERNAL_ERROR, error_response
+from homeport.cluster.broadcast import combine, concerns_every_replica
 from homeport.cluster.forwarding import ForwardedRequest, ResponseStart
 from homeport.cluster.prefix import routing_fields, stored_home
 from homeport.cluster.stream_end import StreamEnd
@@ -55,8 +57,10 @@ class ClusterIngress:
         retryable: tuple[type[BaseException], ...] | None = None,
         busy: tuple[type[BaseException], ...] = (),
         aliases: dict[str, str] | None = None,
+        replicas: Callable[[], list[str]] | None = None,
     ) -> None:
         self._deploy = deploy
+        self._replicas = replicas  # the live replicas' ids (blocking): calls for every replica reach each
         self.aliases = aliases or {}
         self.handle: Any = None
         self._deployed = asyncio.Event()
@@ -104,7 +108,38 @@ class ClusterIngress:
             pin=stored_home(scope["path"], body),
         )
         wait = READY_WAIT_S if scope["path"] == "/health/ready" else None
+        every = self._replicas is not None and concerns_every_replica(request.method, request.path)
+        if every and await self._to_every_replica(request, send):
+            return
         await self._forward(scope, request, receive, send, wait)
+
+    async def _to_every_replica(self, request: ForwardedRequest, send: Send) -> bool:
+        """One copy of the request to each live replica, one combined answer (broadcast.py); false
+        when there is no replica list to go by (the request is then forwarded as any other)."""
+        await self._deployed.wait()
+        ids = await asyncio.to_thread(self._replicas)
+        # Plain bodies to combine (a compressed /metrics could not be merged); the client gets it plain.
+        headers = [(k, v) for k, v in request.headers if k.lower() != b"accept-encoding"]
+        request = dataclasses.replace(request, headers=headers)
+
+        async def ask(replica: str) -> ResponseStart | None:
+            try:
+                stream = self.handle.handle.remote(dataclasses.replace(request, pin=replica))
+                start = await anext(stream)
+                body = start.body + b"".join([chunk async for chunk in stream]) if start.more else start.body
+            except Exception as exc:  # noqa: BLE001 - a replica lost meanwhile: the others answer
+                log.warning("replica %s did not answer a call for every replica: %s", replica, type(exc).__name__)
+                return None
+            return dataclasses.replace(start, body=body, more=False)
+
+        answers = [answer for answer in await asyncio.gather(*map(ask, ids)) if answer is not None]
+        if not answers:
+            return False
+        answer = combine(request.path, answers)
+        headers = [*answer.headers, (REPLICA_HEADER, answer.replica.encode())]
+        await send({"type": "http.response.start", "status": answer.status, "headers": headers})
+        await send({"type": "http.response.body", "body": answer.body, "more_body": False})
+        return True
 
     async def _forward(
         self, scope: Scope, request: ForwardedRequest, receive: Receive, send: Send, wait: float | None

@@ -143,6 +143,7 @@ def attach(timeout: float = 600.0) -> Any:
 
 
 def serve_cluster(settings: Settings) -> int:
+    from homeport.cluster.broadcast import ray_replicas
     from homeport.cluster.ingress import ClusterIngress
     from homeport.registry.library import resolve_model
     from homeport.server import _UVICORN_GRACE_S, DrainingServer, _url_host, bind_listeners
@@ -157,7 +158,7 @@ def serve_cluster(settings: Settings) -> int:
     from ray import serve
 
     ingress = ClusterIngress(attach if settings.ingress_only else lambda: deploy(settings),
-                             aliases=settings.model_aliases)
+                             aliases=settings.model_aliases, replicas=ray_replicas(APP_NAME, DEPLOYMENT_NAME))
     port = listeners[0].getsockname()[1]
     scheme = "https" if settings.ssl_certfile else "http"
     urls = [f"{scheme}://{_url_host(sock)}:{port}/v1" for sock in listeners]
