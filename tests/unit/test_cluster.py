@@ -127,6 +127,9 @@ async def test_a_stored_response_is_answered_by_the_replica_that_holds_it():
     assert stored_home(f"/v1/responses/{stored}/input_items", b"") == "b7x"
     assert stored_home("/v1/responses", json.dumps({"previous_response_id": stored}).encode()) == "b7x"
     assert stored_home("/v1/responses", b'{"input": "hi"}') is None
+    referenced = {"input": [{"type": "item_reference", "id": "msg_b7x-0123abcd"}, {"role": "user", "content": "hi"}]}
+    assert stored_home("/v1/responses", json.dumps(referenced).encode()) == "b7x"
+    assert stored_home("/v1/responses", b'{"input": [{"type": "item_reference", "id": "msg_0123abcd"}]}') is None
     assert stored_home("/v1/chat/completions", json.dumps({"previous_response_id": stored}).encode()) is None
     router = _router()
     a, b = _replica("a"), _replica("b7x")

@@ -48,16 +48,26 @@ def routing_fields(path: str, body: bytes) -> tuple[str | None, str | None]:
 
 def stored_home(path: str, body: bytes) -> str | None:
     """The replica holding the stored response a request names (in its path, or as the body's
-    `previous_response_id`): its id says so (services/ids.stored_id). None: any replica."""
+    `previous_response_id`), or the stored items its `item_reference`s name: their ids say so
+    (services/ids.stored_id). None: any replica."""
     if path.startswith("/v1/responses/"):
         return home_of(path.removeprefix("/v1/responses/").split("/", 1)[0])
-    if path == "/v1/responses" and b"previous_response_id" in body:
+    if path == "/v1/responses" and (b"previous_response_id" in body or b"item_reference" in body):
         try:
             data = json.loads(body)
         except (ValueError, UnicodeDecodeError):
             return None
-        previous = data.get("previous_response_id") if isinstance(data, dict) else None
-        return home_of(previous) if isinstance(previous, str) else None
+        if not isinstance(data, dict):
+            return None
+        previous = data.get("previous_response_id")
+        if isinstance(previous, str) and (home := home_of(previous)):
+            return home
+        # An item_reference names a stored item, whose id names its replica as a response's does.
+        items = data.get("input") if isinstance(data.get("input"), list) else []
+        for item in items:
+            reference = item.get("id") if isinstance(item, dict) and item.get("type") == "item_reference" else None
+            if isinstance(reference, str) and (home := home_of(reference)):
+                return home
     return None
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from homeport.errors import InvalidRequestError
 from homeport.schemas.common import SamplingFields
 from homeport.schemas.responses import ResponsesRequest
-from homeport.services.ids import item_id
+from homeport.services.ids import stored_id
 from homeport.services.text.conversation import (
     Conversation,
     FunctionTool,
@@ -50,7 +50,7 @@ def _message(role: str, content: Any, where: str = "input", raw: dict | None = N
     else:
         raise InvalidRequestError("a message's content must be a string or a list of parts", param=f"{where}.content")
     return {
-        "id": (raw or {}).get("id") or item_id("msg"),
+        "id": (raw or {}).get("id") or stored_id("msg"),
         "type": "message",
         "role": role,
         "content": parts,
@@ -100,7 +100,7 @@ def _item(raw: Any, where: str, resolve: Resolve) -> dict:
             if not isinstance(raw.get(field), str):
                 raise InvalidRequestError(f"a function_call needs a string {field}", param=f"{where}.{field}")
         return {
-            "id": raw.get("id") or item_id("fc"),
+            "id": raw.get("id") or stored_id("fc"),
             "type": "function_call",
             "call_id": raw["call_id"],
             "name": raw["name"],
@@ -114,7 +114,7 @@ def _item(raw: Any, where: str, resolve: Resolve) -> dict:
         if not isinstance(raw.get("call_id"), str) or not isinstance(output, str):
             raise InvalidRequestError("a function_call_output needs call_id and output strings", param=where)
         return {
-            "id": raw.get("id") or item_id("fco"),
+            "id": raw.get("id") or stored_id("fco"),
             "type": "function_call_output",
             "call_id": raw["call_id"],
             "output": output,
@@ -122,7 +122,7 @@ def _item(raw: Any, where: str, resolve: Resolve) -> dict:
         }
     if kind == "reasoning":
         return {
-            "id": raw.get("id") or item_id("rs"),
+            "id": raw.get("id") or stored_id("rs"),
             "type": "reasoning",
             "summary": raw.get("summary") or [],
             "content": raw.get("content") or [],

@@ -91,7 +91,7 @@ class ResponseAssembler:
         if isinstance(event, ToolCallStarted):
             out = self._close()
             item = {
-                "id": item_id("fc"),
+                "id": stored_id("fc"),
                 "type": "function_call",
                 "status": "in_progress",
                 "arguments": "",
@@ -140,14 +140,14 @@ class ResponseAssembler:
             out += self._close()
             if kind == "message":
                 item = {
-                    "id": item_id("msg"),
+                    "id": stored_id("msg"),
                     "type": "message",
                     "status": "in_progress",
                     "content": [],
                     "role": "assistant",
                 }
             else:
-                item = {"id": item_id("rs"), "type": "reasoning", "summary": [], "content": []}
+                item = {"id": stored_id("rs"), "type": "reasoning", "summary": [], "content": []}
             out += self._add(item)
             part = (
                 {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
