@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -30,6 +31,17 @@ from homeport.services.container import Services
 from homeport.services.ids import now
 from homeport.settings import Settings
 from homeport.webui import mount_webui
+
+
+# FastAPI 0.16x records OpenTelemetry spans, metrics and exception logs (whose messages can quote
+# a prompt) as soon as a tracer, meter or logger provider exists in the process (Ray's workers
+# configure one), and with FASTAPI_OTEL_AUTO_CONFIGURE=true exports them wherever the OTEL_*
+# variables point. homeport records and sends none of it.
+NO_TELEMETRY = (
+    {"telemetry": {"tracing": False, "metrics": False, "logs": False, "operation_spans": False, "auto_configure": False}}
+    if "telemetry" in inspect.signature(FastAPI.__init__).parameters
+    else {}
+)
 
 
 def create_app(
@@ -76,6 +88,7 @@ def create_app(
         lifespan=lifespan,
         docs_url=None,  # served below from local files: the default page loads its assets from a CDN
         redoc_url=None,
+        **NO_TELEMETRY,
     )
     app.state.services = Services.build(settings, engine, entry=entry, loader=loader, model_library=model_library)
     app.state.started_at = now()
