@@ -185,6 +185,9 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--ingress-only", action="store_true", default=None,
                          help="one more ingress (e.g. on another node) for the replicas an earlier "
                               "`homeport serve --ray-address` deployed; deploys and removes nothing")
+    cluster.add_argument("--node-ingress", action=argparse.BooleanOptionalAction,
+                         help="also serve the API at --api-port on every other node of the cluster, placed by Ray "
+                              "(default on; --no-node-ingress: only here)")
 
     compat = parser.add_argument_group("reference API compatibility")
     # The reference needs --api (and an extension) to start its API; homeport's API is always on.

@@ -101,6 +101,7 @@ class _Settings(BaseModel):
     replica_cpus: float = Field(1.0, ge=0)  # CPUs Ray reserves for each replica
     # Another ingress (on another machine) for the replicas a `homeport serve --ray-address` deployed.
     ingress_only: bool = False
+    node_ingress: bool = True  # an ingress on every other node too, placed by Ray (not with ingress_only)
 
     @field_validator("api_port", "max_queue", "max_loaded_models", "replicas", "min_replicas", "max_replicas", mode="before")
     @classmethod

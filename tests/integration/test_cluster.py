@@ -2,7 +2,8 @@
 
 Two Ray nodes, 127.0.0.2 (the head) and 127.0.0.3, and `homeport serve --ray-address ... --replicas 2`
 on the default model run inside a network namespace with nothing but `lo` (`unshare -n`), every
-one under `strace -f` (socket, connect, sendto, sendmmsg). The test process outside reaches the
+one under `strace -f` (socket, connect, sendto, sendmmsg); `homeport serve` places an ingress of its
+own on the worker too (cluster/node_ingress.py). The test process outside reaches an
 ingress through a Unix socket (those cross network namespaces) that a small forwarder inside relays
 to TCP. Where a network namespace cannot be made (or with HOMEPORT_TEST_NO_NETNS=1), the same
 cluster runs on the host's loopback and the strace check still proves that nothing connects or
@@ -205,7 +206,7 @@ def cluster() -> Iterator[Cluster]:
             """How the test reaches an ingress: in the namespace, through a Unix socket forwarder."""
             if not netns:
                 return f"http://{host}:{port}", None
-            uds = str(tmp / f"ingress-{host}.sock")
+            uds = str(tmp / f"ingress-{host}-{port}.sock")
             forwarder = subprocess.Popen([*enter, sys.executable, "-c", FORWARDER, uds, host, str(port)],
                                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env, text=True,
                                          start_new_session=True)
@@ -349,6 +350,43 @@ def test_metrics_and_admin_calls_reach_every_replica(cluster):
     assert labelled == replicas, metrics.text[:2000]
 
 
+def _wait_ready(ingress: Cluster, process: subprocess.Popen, log: Path) -> None:
+    """Until `ingress` answers /health/ready with 200 (`process` must keep running meanwhile)."""
+    deadline = time.monotonic() + READY_S
+    with ingress.http(timeout=10) as http:
+        while True:
+            assert process.poll() is None, log.read_text()[-3000:]
+            try:
+                if http.get("/health/ready").status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, log.read_text()[-3000:]
+            time.sleep(1)
+
+
+def test_the_worker_node_serves_the_api_too_through_the_ingress_ray_placed_there(cluster):
+    """Nothing was started on the worker by hand: `homeport serve` placed an ingress on it
+    (cluster/node_ingress.py) at the same port, serving the same replicas; none on its own node."""
+    base_url, uds = cluster.reach(WORKER, cluster.api_port)
+    worker = dataclasses.replace(cluster, base_url=base_url, uds=uds)
+    serve_log = cluster.tmp / "serve.log"
+    _wait_ready(worker, cluster.serve, serve_log)
+    results = [_stream(worker.openai(), f"Say hello number {i}.") for i in range(4)]
+    assert all(r["replica"] and r["error"] is None and r["chunks"] and r["finish"] in ("stop", "length")
+               for r in results), results
+    with worker.http() as http:
+        live = http.get("/health")
+    assert live.status_code == 200 and "x-homeport-replica" not in live.headers  # it answers itself
+    announced = f"ingress on node {WORKER}: http://{WORKER}:{cluster.api_port}/v1"
+    deadline = time.monotonic() + 60  # logged at the driver's next look at the nodes (every 10 s)
+    while announced not in serve_log.read_text(errors="replace"):
+        assert time.monotonic() < deadline, serve_log.read_text()[-3000:]
+        time.sleep(1)
+    ingresses = [pid for pid, cmd in cluster.processes() if "NodeIngress" in cmd]
+    assert len(ingresses) == 1, cluster.processes()  # the worker's; the driver's node has the driver
+
+
 def test_no_prompt_text_in_any_log(cluster):
     result = _stream(cluster.openai(), f"Repeat after me: {SECRET}", max_tokens=4)
     assert result["error"] is None
@@ -464,25 +502,16 @@ def test_no_process_connects_anywhere_but_loopback(cluster):
 
 
 def test_a_second_ingress_on_the_other_node_serves_the_same_replicas(cluster):
-    """`--ingress-only` on the worker's address: the replicas the first ingress deployed answer it;
-    stopping it leaves them serving the first."""
+    """`--ingress-only` on the worker's address (another port: the worker's own node ingress has
+    --api-port): the replicas the first ingress deployed answer it; stopping it leaves them serving."""
+    port = cluster.api_port + 1 if cluster.netns else free_port()
     command = [sys.executable, "-m", "homeport", "serve", "--ray-address", f"{HEAD}:{cluster.gcs_port}",
-               "--ingress-only", "--listen-host", WORKER, "--api-port", str(cluster.api_port),
+               "--ingress-only", "--listen-host", WORKER, "--api-port", str(port),
                "--user-data-dir", str(cluster.tmp / "user_data_2")]
     second, second_log = cluster.launch("ingress-2", command)
-    base_url, uds = cluster.reach(WORKER, cluster.api_port)
+    base_url, uds = cluster.reach(WORKER, port)
     other = dataclasses.replace(cluster, base_url=base_url, uds=uds)
-    deadline = time.monotonic() + READY_S
-    with other.http(timeout=10) as http:
-        while True:
-            assert second.poll() is None, second_log.read_text()[-3000:]
-            try:
-                if http.get("/health/ready").status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, second_log.read_text()[-3000:]
-            time.sleep(1)
+    _wait_ready(other, second, second_log)
     results = [_stream(other.openai(), f"Say hello number {i}.") for i in range(3)]
     assert all(r["replica"] and r["error"] is None and r["chunks"] for r in results), results
     pids = [pid for pid, cmd in cluster.processes() if "--ingress-only" in cmd and "strace" not in cmd]
@@ -500,6 +529,6 @@ def test_sigterm_drains_the_ingress_and_removes_its_replicas(cluster):
     os.kill(serve[0], signal.SIGTERM)
     assert cluster.serve.wait(timeout=90) == 0
     deadline = time.monotonic() + 90
-    while cluster.replica_pids():
-        assert time.monotonic() < deadline, "the replicas outlived their ingress"
+    while cluster.replica_pids() or any("NodeIngress" in cmd for _, cmd in cluster.processes()):
+        assert time.monotonic() < deadline, f"replicas or node ingresses outlived their ingress: {cluster.processes()}"
         time.sleep(1)

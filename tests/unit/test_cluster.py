@@ -200,6 +200,53 @@ def test_cluster_flags_parse():
     assert (args.ray_address, args.min_replicas, args.max_replicas) == ("local", 1, 4)
     assert (args.target_ongoing_requests, args.replica_cpus) == (3.0, 0.5)
     assert build_parser().parse_args(["serve", "--ray-address", "h:6379", "--ingress-only"]).ingress_only is True
+    assert build_parser().parse_args(["serve", "--ray-address", "h:6379"]).node_ingress is None  # Settings decides
+    assert build_parser().parse_args(["serve", "--no-node-ingress"]).node_ingress is False
+
+
+def test_node_ingress_is_on_by_default_and_a_flag_turns_it_off(tmp_path):
+    from homeport.cluster.launch import _node_ingresses
+
+    assert load_settings({"ray_address": "local", "user_data_dir": tmp_path}, {}).node_ingress is True
+    off = load_settings({"ray_address": "local", "node_ingress": False, "user_data_dir": tmp_path}, {})
+    only = load_settings({"ray_address": "local", "ingress_only": True, "user_data_dir": tmp_path}, {})
+    assert off.node_ingress is False
+    assert _node_ingresses(off, 5000) is None and _node_ingresses(only, 5000) is None  # no thread, no Ray
+
+
+def test_a_node_ingress_binds_the_drivers_wildcards_or_else_the_nodes_address():
+    from homeport.cluster.node_ingress import actor_name, node_hosts
+
+    assert node_hosts(("::", "0.0.0.0"), "10.0.0.2") == ["::", "0.0.0.0"]
+    assert node_hosts(("0.0.0.0",), "10.0.0.2") == ["0.0.0.0"]
+    assert node_hosts(("127.0.0.1",), "10.0.0.2") == ["127.0.0.1"]  # asked for on loopback: stays there
+    assert node_hosts(("127.0.0.2",), "127.0.0.3") == ["127.0.0.3"]  # a loopback cluster (the tests')
+    assert node_hosts(("10.0.0.1",), "10.0.0.2") == ["10.0.0.2"]
+    assert actor_name("0123456789abcdef" * 4) == "homeport-ingress-0123456789ab"
+
+
+def test_a_node_ingress_whose_port_is_taken_says_so_and_starts_nothing(tmp_path):
+    import socket
+
+    from homeport.cluster.node_ingress import NodeIngress
+    from homeport.errors import StartupError
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        ingress = NodeIngress("127.0.0.1", ["127.0.0.1"], port, {})
+        with pytest.raises(StartupError, match=f"cannot listen on 127.0.0.1:{port}"):
+            ingress.ready()
+        assert ingress.thread is None
+        ingress.drain()  # nothing to drain: returns
+    finally:
+        taken.close()
+    missing = NodeIngress("127.0.0.1", ["127.0.0.1"], 0, {"ssl_certfile": str(tmp_path / "cert.pem"),
+                                                          "ssl_keyfile": str(tmp_path / "key.pem")})
+    with pytest.raises(StartupError, match="TLS certificate file not found on this node"):
+        missing.ready()
 
 
 def test_start_up_imports_no_ray():
@@ -223,3 +270,75 @@ def test_deployment_options_size_the_replicas_to_the_engine_slots(tmp_path):
     assert "num_replicas" not in deployment_options(scaled)
     values = replica_settings(load_settings({"ray_address": "local", "user_data_dir": "rel/dir"}, {}))
     assert "ray_address" not in values and values["user_data_dir"].startswith("/")
+
+
+def test_the_driver_places_an_ingress_on_every_other_node_and_retries_a_failed_one(monkeypatch, caplog):
+    """NodeIngresses' rounds against a fake Ray: the driver's node is skipped, a node whose port
+    is taken is retried after a pause, a node that joins later gets one, one that dies is replaced
+    later, and closing drains then kills them."""
+    ray = pytest.importorskip("ray")
+    from homeport.cluster import node_ingress
+    from homeport.errors import StartupError
+
+    class Actor:
+        def __init__(self, node: str, answers: list) -> None:
+            self.node, self.answers, self.killed, self.drained = node, answers, False, False
+            # each ready() call: the next answer, the last one again and again
+            self.ready = SimpleNamespace(remote=lambda: answers.pop(0) if len(answers) > 1 else answers[0])
+            self.drain = SimpleNamespace(remote=lambda: setattr(self, "drained", True))
+
+    def get(answer):
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    taken = ray.exceptions.RayTaskError("ready", "traceback", StartupError("cannot listen on 10.0.0.2:5000: in use"))
+    n1, n2, n3 = "1" * 56, "2" * 56, "3" * 56  # Ray's node ids: 28 bytes in hex
+    serving = {node: [f"http://10.0.0.{node[0]}:5000/v1"] for node in (n2, n3)}
+    dead = ray.exceptions.RayActorError()
+    plans = {n2: [[taken], [None, serving[n2]]], n3: [[serving[n3], dead], [serving[n3]]]}
+    created: list[Actor] = []
+
+    class ActorClass:
+        def options(self, **kw):
+            assert kw["num_cpus"] == 0 and kw["scheduling_strategy"].soft is False and "lifetime" not in kw
+            node = kw["scheduling_strategy"].node_id
+            assert kw["name"] == f"homeport-ingress-{node[:12]}"
+
+            def remote(address, hosts, port, options):
+                assert hosts == [address] and port == 5000
+                created.append(Actor(node, list(plans[node].pop(0))))
+                return created[-1]
+
+            return SimpleNamespace(remote=remote)
+
+    nodes = [{"NodeID": n1, "NodeManagerAddress": "10.0.0.1", "Alive": True},
+             {"NodeID": n2, "NodeManagerAddress": "10.0.0.2", "Alive": True}]
+    clock = [0.0]
+    monkeypatch.setattr(node_ingress, "_actor_class", ActorClass)
+    monkeypatch.setattr(node_ingress, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    monkeypatch.setattr(ray, "nodes", lambda: nodes)
+    monkeypatch.setattr(ray, "wait", lambda refs, **kw: (refs, []))
+    monkeypatch.setattr(ray, "get", get)
+    monkeypatch.setattr(ray, "kill", lambda actor: setattr(actor, "killed", True))
+    ingresses = node_ingress.NodeIngresses(("10.0.0.1",), 5000, {})
+    ingresses._own_node = n1
+    with caplog.at_level("INFO", logger="homeport"):
+        ingresses._round()  # n2: placed, its port taken: killed, retried in 60 s
+        assert [a.node for a in created] == [n2] and created[0].killed and not ingresses.entries
+        assert "no ingress on node 10.0.0.2: cannot listen on 10.0.0.2:5000: in use; retrying in 60 s" in caplog.text
+        clock[0] = 30.0
+        nodes.append({"NodeID": n3, "NodeManagerAddress": "10.0.0.3", "Alive": True})
+        ingresses._round()  # n3 joined: placed and serving; n2 still waits
+        assert [a.node for a in created] == [n2, n3]
+        assert "ingress on node 10.0.0.3: http://10.0.0.3:5000/v1" in caplog.text
+        clock[0] = 61.0
+        ingresses._round()  # n2 again: still starting (None); n3's actor died: dropped
+        assert created[1].killed and "no ingress on node 10.0.0.3: RayActorError; retrying in 60 s" in caplog.text
+        ingresses._round()
+        assert "ingress on node 10.0.0.2: http://10.0.0.2:5000/v1" in caplog.text
+        clock[0] = 122.0
+        ingresses._round()  # n3 replaced
+        assert [a.node for a in created] == [n2, n3, n2, n3] and sorted(ingresses.entries) == [n2, n3]
+    ingresses.close(1.0)
+    assert all(a.drained and a.killed for a in created[2:]) and not ingresses.entries

@@ -1,7 +1,8 @@
 """`homeport serve --ray-address ADDR`: keep Ray offline, connect (or start a private one-node
 cluster for `local`), deploy the model replicas, and serve the ingress with homeport's own
 listeners, drain and signals (server.py). The replicas are deployed while the ingress already
-answers: /health is live at once, /health/ready is 503 until a replica serves the default model."""
+answers: /health is live at once, /health/ready is 503 until a replica serves the default model.
+Every other node of the cluster gets an ingress of its own (node_ingress.py) unless --no-node-ingress."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from homeport.cluster import privacy
 from homeport.errors import StartupError
+from homeport.server import DrainingServer
 from homeport.settings import Settings
 
 log = logging.getLogger("homeport")
@@ -146,7 +148,7 @@ def serve_cluster(settings: Settings) -> int:
     from homeport.cluster.broadcast import ray_replicas
     from homeport.cluster.ingress import ClusterIngress
     from homeport.registry.library import resolve_model
-    from homeport.server import _UVICORN_GRACE_S, DrainingServer, _url_host, bind_listeners
+    from homeport.server import _UVICORN_GRACE_S, _url_host, bind_listeners
 
     if settings.public_api:
         raise StartupError("--public-api does not work with --ray-address yet: run cloudflared to the ingress's port")
@@ -171,10 +173,14 @@ def serve_cluster(settings: Settings) -> int:
         ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
         timeout_graceful_shutdown=_UVICORN_GRACE_S,
     )
-    server = DrainingServer(config, ingress.state.drain, settings.shutdown_timeout)
+    nodes = None
     try:
+        nodes = _node_ingresses(settings, port)
+        server = _ClusterServer(config, ingress.state.drain, settings.shutdown_timeout, nodes)
         server.run(sockets=listeners)
     finally:
+        if nodes is not None:
+            nodes.close(settings.shutdown_timeout)  # before the replicas go: their streams drain first
         try:
             if not settings.ingress_only:
                 serve.delete(APP_NAME)  # the replicas live as long as the process that deployed them
@@ -185,3 +191,34 @@ def serve_cluster(settings: Settings) -> int:
         raise StartupError(server.startup_error)
     return 0 if server.started else 1
 
+
+def _node_ingresses(settings: Settings, port: int) -> Any:
+    """An ingress on every other node (cluster/node_ingress.py), unless this is one of those
+    (--ingress-only) or they are turned off (--no-node-ingress); None then."""
+    if settings.ingress_only or not settings.node_ingress:
+        return None
+    from homeport.cluster.node_ingress import NodeIngresses
+
+    def absolute(path: Path | None) -> str | None:
+        return str(path.expanduser().resolve()) if path is not None else None
+
+    options = {"ssl_certfile": absolute(settings.ssl_certfile), "ssl_keyfile": absolute(settings.ssl_keyfile),
+               "model_aliases": dict(settings.model_aliases), "shutdown_timeout": settings.shutdown_timeout,
+               "debug": settings.debug}
+    nodes = NodeIngresses(settings.bind_hosts, port, options)
+    nodes.start()
+    return nodes
+
+
+class _ClusterServer(DrainingServer):
+    """The driver's server: when its drain starts, every node's ingress starts draining too."""
+
+    def __init__(self, config: Any, drain: Any, timeout: float, nodes: Any) -> None:
+        super().__init__(config, drain, timeout)
+        self.nodes = nodes
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.nodes is not None and self.drain.draining:
+            self.nodes.begin_close(self.timeout)
+            self.nodes = None
+        return await super().on_tick(counter)
