@@ -181,6 +181,11 @@ def _add_serve_flags(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--max-replicas", type=int, metavar="N", help="autoscale: at most N replicas")
     cluster.add_argument("--target-ongoing-requests", type=float, metavar="X",
                          help="autoscale: requests per replica to aim for (default 2)")
+    up, down = (Settings.model_fields[f"autoscale_{kind}_delay"].default for kind in ("upscale", "downscale"))
+    cluster.add_argument("--autoscale-upscale-delay", type=float, metavar="S",
+                         help=f"autoscale: seconds above the target before Serve adds a replica (default {up:g})")
+    cluster.add_argument("--autoscale-downscale-delay", type=float, metavar="S",
+                         help=f"autoscale: seconds below the target before Serve removes one (default {down:g})")
     cluster.add_argument("--replica-cpus", type=float, metavar="X", help="CPUs Ray reserves per replica (default 1)")
     cluster.add_argument("--ingress-only", action="store_true", default=None,
                          help="one more ingress (e.g. on another node) for the replicas an earlier "

@@ -98,6 +98,9 @@ class _Settings(BaseModel):
     min_replicas: int | None = Field(None, ge=0)
     max_replicas: int | None = Field(None, ge=1)
     target_ongoing_requests: float = Field(2.0, gt=0)  # autoscaling's target per replica
+    # Seconds the load must stay above (below) the target before Serve adds (removes) a replica: Serve's defaults.
+    autoscale_upscale_delay: float = Field(30.0, ge=0)
+    autoscale_downscale_delay: float = Field(600.0, ge=0)
     replica_cpus: float = Field(1.0, ge=0)  # CPUs Ray reserves for each replica
     # Another ingress (on another machine) for the replicas a `homeport serve --ray-address` deployed.
     ingress_only: bool = False

@@ -272,6 +272,28 @@ def test_deployment_options_size_the_replicas_to_the_engine_slots(tmp_path):
     assert "ray_address" not in values and values["user_data_dir"].startswith("/")
 
 
+def test_autoscaling_delays_default_to_serves_and_flags_set_them(tmp_path):
+    pytest.importorskip("ray")
+    from ray.serve.config import AutoscalingConfig
+
+    from homeport.cli import build_parser
+    from homeport.cluster.launch import deployment_options
+
+    base = {"ray_address": "local", "min_replicas": 1, "max_replicas": 2, "user_data_dir": tmp_path}
+    auto = deployment_options(load_settings(base, {}))["autoscaling_config"]
+    serve = AutoscalingConfig()
+    assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (serve.upscale_delay_s, serve.downscale_delay_s)
+    args = build_parser().parse_args(["serve", "--ray-address", "local", "--min-replicas", "1", "--max-replicas", "2",
+                                      "--autoscale-upscale-delay", "0", "--autoscale-downscale-delay", "5"])
+    assert (args.autoscale_upscale_delay, args.autoscale_downscale_delay) == (0.0, 5.0)
+    auto = deployment_options(load_settings({**base, "autoscale_upscale_delay": 0, "autoscale_downscale_delay": 5},
+                                            {}))["autoscaling_config"]
+    assert (auto["upscale_delay_s"], auto["downscale_delay_s"]) == (0.0, 5.0)
+    AutoscalingConfig(**auto)  # Serve takes every key
+    with pytest.raises(SettingsError, match="autoscale_downscale_delay"):
+        load_settings({**base, "autoscale_downscale_delay": -1}, {})
+
+
 def test_the_driver_places_an_ingress_on_every_other_node_and_retries_a_failed_one(monkeypatch, caplog):
     """NodeIngresses' rounds against a fake Ray: the driver's node is skipped, a node whose port
     is taken is retried after a pause, a node that joins later gets one, one that dies is replaced

@@ -67,6 +67,8 @@ def deployment_options(settings: Settings) -> dict[str, Any]:
             "initial_replicas": max(low, 1),
             "max_replicas": settings.max_replicas if settings.max_replicas is not None else max(low, settings.replicas),
             "target_ongoing_requests": settings.target_ongoing_requests,
+            "upscale_delay_s": settings.autoscale_upscale_delay,
+            "downscale_delay_s": settings.autoscale_downscale_delay,
         }
     else:
         options["num_replicas"] = settings.replicas
