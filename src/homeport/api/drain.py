@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -18,6 +20,7 @@ from homeport.api.errors import error_response
 from homeport.errors import ServiceUnavailableError
 
 log = logging.getLogger("homeport")
+T = TypeVar("T")
 
 SHUTTING_DOWN = ServiceUnavailableError(
     "The server is shutting down and takes no new requests.",
@@ -60,9 +63,39 @@ class StreamHandle:
         if self.waiting and self.task is not None:
             self.task.cancel()
 
+    async def next(self, items: AsyncIterator[T]) -> T | _End:
+        """The next item, or END when the stream has no more or was cut; only while awaiting it
+        may the drain cancel the task."""
+        if self.cut:
+            return END
+        self.waiting = True
+        try:
+            return await anext(items)
+        except StopAsyncIteration:
+            return END
+        finally:
+            self.waiting = False
+
+    def took_back_cancel(self) -> bool:
+        """For a CancelledError from `next`: true when the drain sent it (the stream was cut; the
+        cancellation is taken back, the client is still there and is told why), false when the
+        client went away (re-raise it)."""
+        if not self.cut:
+            return False
+        if (task := asyncio.current_task()) is not None:
+            task.uncancel()
+        return True
+
     def close(self) -> None:
         if self.drain is not None:
             self.drain.streams.discard(self)
+
+
+class _End:
+    pass
+
+
+END = _End()  # what StreamHandle.next returns at the end of a stream (an item may be None)
 
 
 class Drain:

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from homeport.api.drain import StreamHandle, current_drain, server_shutdown_error
+from homeport.api.drain import END, StreamHandle, current_drain, server_shutdown_error
 from homeport.api.errors import INTERNAL_ERROR
 from homeport.errors import HomeportError
 from homeport.services.reply import Reply
@@ -57,22 +57,13 @@ async def sse_frames(chunks: AsyncIterator[Any], framing: Framing = OPENAI_SSE) 
     handle = StreamHandle(current_drain())
     try:
         async with aclosing(chunks) as items:
-            while not handle.cut:
-                handle.waiting = True
-                try:
-                    chunk = await anext(items)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    handle.waiting = False
+            while (chunk := await handle.next(items)) is not END:
                 yield framing.item(chunk)
     except asyncio.CancelledError:
-        if not handle.cut:
+        # The drain cancelled the generation (stopping it as a disconnect would): the stream
+        # ends with an error frame below. A client that went away: the cancellation goes on.
+        if not handle.took_back_cancel():
             raise
-        # The drain cancelled the generation (stopping it as a disconnect would); the client
-        # is still there, so take the cancellation back and tell it why the stream ends.
-        if (task := asyncio.current_task()) is not None:
-            task.uncancel()
     except HomeportError as exc:
         yield framing.error(exc)
     except Exception as exc:

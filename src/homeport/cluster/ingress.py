@@ -19,7 +19,7 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
-from homeport.api.drain import Drain, DrainMiddleware, StreamHandle, current_drain, server_shutdown_error
+from homeport.api.drain import END, Drain, DrainMiddleware, StreamHandle, current_drain, server_shutdown_error
 from homeport.api.errors import INTERNAL_ERROR, error_response
 from homeport.cluster.broadcast import combine, concerns_every_replica
 from homeport.cluster.forwarding import ForwardedRequest, ResponseStart
@@ -194,27 +194,16 @@ class ClusterIngress:
         end = StreamEnd(path)
         # At the shutdown deadline the drain cancels the relay while it awaits the next chunk (as
         # in api/streaming.py); the replica's call is cancelled and the client told why.
-        handle = StreamHandle(current_drain()) if sse else None
+        handle = StreamHandle(current_drain() if sse else None)  # (no drain: never cut)
         last: bytes = b""
         try:
             chunks = aiter(stream)
-            while not (handle is not None and handle.cut):
-                if handle is not None:
-                    handle.waiting = True
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    break
-                finally:
-                    if handle is not None:
-                        handle.waiting = False
+            while (chunk := await handle.next(chunks)) is not END:
                 end.saw(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
         except asyncio.CancelledError:
-            if handle is None or not handle.cut:
+            if not handle.took_back_cancel():
                 raise
-            if (task := asyncio.current_task()) is not None:
-                task.uncancel()
         except Exception as exc:  # noqa: BLE001 - the replica died mid-answer (or the client left: a cancel)
             if watch.gone:
                 return
@@ -223,9 +212,8 @@ class ClusterIngress:
                 last = end.frame(ServiceUnavailableError("The model replica serving this stream stopped.",
                                                          code="replica_lost"))
         finally:
-            if handle is not None:
-                handle.close()
-        if handle is not None and handle.cut:
+            handle.close()
+        if handle.cut:
             stream.cancel()  # the replica's generation stops, as on a disconnect
             last = end.frame(server_shutdown_error())
         with contextlib.suppress(Exception):
