@@ -128,6 +128,40 @@ def test_requests_past_the_bounded_queue_get_503_with_retry_after(tiny_queue_ser
     assert complete(server, {"prompt": "x", "max_tokens": 2})["choices"]
 
 
+SYSTEM = ("You are a patient assistant for a small harbour office. You answer questions about "
+          "ships, tides, berths and opening hours in one or two short sentences.")
+
+
+def chat(server, question: str) -> dict:
+    payload = {"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
+               "max_tokens": 24, "temperature": 0}
+    with server.http() as http:
+        return http.post("/v1/chat/completions", json=payload).json()
+
+
+@pytest.fixture(scope="module")
+def one_slot_chat_server(tmp_path_factory):
+    """The default model (SmolLM2, whose chat template ends each turn with an end-of-turn token), one slot."""
+    running = start_server(tmp_path_factory.mktemp("one-slot"), "--parallel", "1", model=None)
+    yield running
+    stop_server(running)
+
+
+def test_a_shared_system_prompt_is_reused_to_its_end_with_the_same_output(one_slot_chat_server):
+    """A system prompt shorter than a prefill chunk (128 tokens) is reused up to its end-of-turn
+    token, and a request that reuses it answers exactly as it did with nothing cached (one slot:
+    the other conversation replaced the first's cache but for the system prompt)."""
+    server = one_slot_chat_server
+    first = chat(server, "When does the office open on Sundays?")
+    other = chat(server, "How deep is berth four at low tide?")
+    again = chat(server, "When does the office open on Sundays?")
+    assert first["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    system_end = other["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 20 < system_end < 128, other["usage"]
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == system_end
+    assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
+
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

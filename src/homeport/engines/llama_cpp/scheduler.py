@@ -9,9 +9,12 @@ A request joins at the next step; a finished or cancelled one frees its slot at 
 
 Prefix cache: a slot keeps the tokens whose KV it holds after its request ends. A new request
 takes the free slot sharing the longest prefix with its prompt, and only the rest is prefilled.
-Prompts are always prefilled in chunks that start at multiples of `chunk`, and reuse is cut back
-to such a boundary, so a cache hit decodes exactly the chunks a fresh run would: the same request
-gives the same greedy output whether or not its prefix was cached.
+Prompts are always prefilled in pieces that end at multiples of `chunk` and before each end-of-turn
+token of the prompt (where a chat's system prompt, and each earlier turn, ends), and reuse is cut
+back to such a boundary, so a cache hit decodes exactly the pieces a fresh run would: the same
+request gives the same greedy output whether or not its prefix was cached (llama.cpp's CPU kernels
+are not batch-invariant). The turn ends let a shared system prompt, or a conversation's earlier
+turns, be reused to the token instead of to the last whole chunk.
 
 KV pool: with one unified cache (the default) all sequences draw their cells from one pool of
 `kv_cells`, which may be smaller than `parallel` full contexts (one context's worth by default, as
@@ -51,6 +54,7 @@ from homeport.errors import EngineError
 log = logging.getLogger(__name__)
 
 MAX_DRAFT_PAUSE = 16  # steps
+MIN_PIECE = 16  # tokens: the shortest prefill piece a turn end may cut off
 
 
 @dataclass(eq=False, kw_only=True)
@@ -60,6 +64,7 @@ class Job(GenerationJob):
     draft_misses: int = 0  # speculative decoding: steps in a row whose drafts were all rejected
     draft_pause: int = 0  # steps to decode without drafts before trying again
     resume: list[int] = field(default_factory=list)  # after a pause: generated tokens to re-read
+    turn_ends: list[int] = field(default_factory=list)  # prompt positions of end-of-turn tokens, ascending
     paused: bool = False  # gave up its cells and has not finished re-reading
 
     @property
@@ -80,6 +85,21 @@ class Slot:
     seq_id: int
     tokens: list[int] = field(default_factory=list)  # what this slot's KV cells hold, in order
     last_used: int = 0
+
+
+def turn_ends(prompt: Sequence[int], eog_ids: np.ndarray, chunk: int) -> list[int]:
+    """Where the prompt's end-of-turn tokens sit: its prefill pieces end before each one that is
+    at least MIN_PIECE tokens after the previous boundary (a prompt full of them must not become a
+    prefill of one-token steps). A function of the prompt alone, as batch invariance needs."""
+    if len(eog_ids) == 0 or len(prompt) < 2:
+        return []
+    ends, last = [], 0
+    for p in np.flatnonzero(np.isin(np.asarray(prompt), eog_ids)).tolist():
+        last = max(last, (p // chunk) * chunk)
+        if p - last >= MIN_PIECE:
+            ends.append(p)
+            last = p
+    return ends
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
@@ -179,9 +199,12 @@ class Scheduler(GenerationRuntime):
         seq.slot = slot
         if not seq.request.use_prefix_cache or seq.request.prompt_logprobs:
             shared = 0
-        # Keep whole aligned chunks only, and always leave the last prompt token to decode (its
+        seq.turn_ends = turn_ends(prompt, self._eog_ids, self._chunk)
+        # Reuse up to a piece boundary only, and always leave the last prompt token to decode (its
         # logits give the first sampled token).
-        reuse = (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
+        usable = min(shared, len(prompt) - 1)
+        reuse = (usable // self._chunk) * self._chunk
+        reuse = max([reuse, *(end for end in seq.turn_ends if end <= usable)])
         for segment in _segments(seq):
             if segment.start < reuse < segment.start + segment.length:
                 reuse = segment.start  # an image is decoded whole or not at all
@@ -263,6 +286,7 @@ class Scheduler(GenerationRuntime):
             start = seq.prefilled
             end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
             end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
+            end = next((t for t in seq.turn_ends if start < t < end), end)  # and to the next turn end
             if prefill + (end - start) > self._n_batch:
                 continue  # this step is full; the chunk goes whole into a later one
             # A paused request starts again only once all it must re-read fits, with a token to
