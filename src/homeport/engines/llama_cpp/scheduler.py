@@ -204,7 +204,9 @@ class Scheduler(GenerationRuntime):
         # logits give the first sampled token).
         usable = min(shared, len(prompt) - 1)
         reuse = (usable // self._chunk) * self._chunk
-        reuse = max([reuse, *(end for end in seq.turn_ends if end <= usable)])
+        # A turn end counts only where the slot holds that end-of-turn token too: then its own
+        # prefill ended a piece there as well (the pieces are a function of the prompt so far).
+        reuse = max([reuse, *(end for end in seq.turn_ends if end < usable)])
         for segment in _segments(seq):
             if segment.start < reuse < segment.start + segment.length:
                 reuse = segment.start  # an image is decoded whole or not at all
