@@ -1,0 +1,84 @@
+"""Raw llama.cpp decode steps, unified KV cache against one stream per sequence (issue 16).
+
+    .venv/bin/python bench/kv_layout.py [--sequences 8] [--prompt 40] [--steps 96] [--rounds 3]
+
+No server: the packaged models through llama-cpp-python's low-level API, the same context shape as
+`homeport serve` and llama-server `-np 8 -c 8192` (8 sequences, 1,024 cells each, or 8,192 shared).
+Each sequence reads a prompt, then every step decodes one token of each; the layouts alternate
+within each round so a busy spell of the machine hits both alike. Prints ms per step (best round).
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from llama_server import packaged_models
+
+STEP = r"""
+import sys, time
+import llama_cpp
+from llama_cpp._utils import suppress_stdout_stderr
+
+path, unified, nseq, prompt, steps, threads = sys.argv[1], sys.argv[2] == "1", *map(int, sys.argv[3:7])
+llama_cpp.llama_backend_init()
+with suppress_stdout_stderr(disable=False):
+    model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
+params = llama_cpp.llama_context_default_params()
+params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * 8, 8, unified
+params.n_batch = params.n_ubatch = 512
+params.n_threads = params.n_threads_batch = threads
+params.no_perf = True
+with suppress_stdout_stderr(disable=False):
+    ctx = llama_cpp.llama_init_from_model(model, params)
+batch = llama_cpp.llama_batch_init(512, 0, 1)
+
+def put(i, token, pos, seq):
+    batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, True
+    batch.seq_id[i][0] = seq
+
+for seq in range(nseq):
+    for pos in range(prompt):
+        put(pos, 100 + (pos * 7 + seq) % 1000, pos, seq)
+    batch.n_tokens = prompt
+    assert llama_cpp.llama_decode(ctx, batch) == 0
+start = time.perf_counter()
+for step in range(steps):
+    for seq in range(nseq):
+        put(seq, 200 + (step + seq) % 500, prompt + step, seq)
+    batch.n_tokens = nseq
+    assert llama_cpp.llama_decode(ctx, batch) == 0
+print((time.perf_counter() - start) / steps * 1000)
+"""
+
+
+def step_ms(path: str, unified: bool, args: argparse.Namespace) -> float:
+    command = [sys.executable, "-c", STEP, path, "1" if unified else "0",
+               str(args.sequences), str(args.prompt), str(args.steps), str(args.threads)]
+    return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sequences", type=int, default=8, help="sequences decoding together (at most 8)")
+    parser.add_argument("--prompt", type=int, default=40, help="prompt tokens of each sequence")
+    parser.add_argument("--steps", type=int, default=96)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    print(f"| model | unified ms/step | one stream each ms/step | ratio | ({args.sequences} sequences, "
+          f"{args.prompt}-token prompts, {args.steps} steps, best of {args.rounds}) |")
+    print("|---|---|---|---|---|")
+    for model in packaged_models():
+        unified, split = [], []
+        for _ in range(args.rounds):
+            unified.append(step_ms(model.path, True, args))
+            split.append(step_ms(model.path, False, args))
+        print(f"| {model.label} | {min(unified):.1f} | {min(split):.1f} | {min(unified) / min(split):.2f} | |")
+
+
+if __name__ == "__main__":
+    main()
