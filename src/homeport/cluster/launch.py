@@ -25,16 +25,30 @@ NAMESPACE = "homeport"
 _PATH_FIELDS = ("model_dir", "user_data_dir", "state_db")
 
 
+def absolute(path: str | Path | None) -> str | None:
+    """A path as another process on the cluster must see it (its working directory is not ours)."""
+    return str(Path(path).expanduser().resolve()) if path is not None else None
+
+
+def ingress_config(app: Any, host: str, port: int, ssl_certfile: str | None, ssl_keyfile: str | None) -> Any:
+    """uvicorn's config for an ingress (the driver's and each node's): no access log, homeport's logging."""
+    import uvicorn
+
+    from homeport.server import _UVICORN_GRACE_S
+
+    return uvicorn.Config(app, host=host, port=port, access_log=False, log_config=None, log_level="warning",
+                          ssl_keyfile=ssl_keyfile, ssl_certfile=ssl_certfile, timeout_graceful_shutdown=_UVICORN_GRACE_S)
+
+
 def replica_settings(settings: Settings) -> dict[str, Any]:
     """The Settings a replica builds its app from: the ingress's, with paths made absolute (a Ray
     worker's working directory is not ours) and the ingress-only fields cleared."""
     values = settings.model_dump()
     for name in _PATH_FIELDS:
-        if values.get(name) is not None:
-            values[name] = str(Path(values[name]).expanduser().resolve())
+        values[name] = absolute(values.get(name))
     model = values.get("model")
     if model and Path(model).expanduser().is_file():
-        values["model"] = str(Path(model).expanduser().resolve())
+        values["model"] = absolute(model)
     for name in ("ray_address", "ssl_keyfile", "ssl_certfile", "public_api", "public_api_id", "cloudflared"):
         values.pop(name, None)
     return values
@@ -150,7 +164,7 @@ def serve_cluster(settings: Settings) -> int:
     from homeport.cluster.broadcast import ray_replicas
     from homeport.cluster.ingress import ClusterIngress
     from homeport.registry.library import resolve_model
-    from homeport.server import _UVICORN_GRACE_S, _url_host, bind_listeners
+    from homeport.server import _url_host, bind_listeners
 
     if settings.public_api:
         raise StartupError("--public-api does not work with --ray-address yet: run cloudflared to the ingress's port")
@@ -158,7 +172,6 @@ def serve_cluster(settings: Settings) -> int:
     listeners = bind_listeners(settings.bind_hosts, settings.api_port)
     connect(settings)
     import ray
-    import uvicorn
     from ray import serve
 
     ingress = ClusterIngress(attach if settings.ingress_only else lambda: deploy(settings),
@@ -169,12 +182,8 @@ def serve_cluster(settings: Settings) -> int:
     log.info("serving %s on %s through the Ray cluster at %s", location.id, ", ".join(urls), settings.ray_address)
     for url in urls:
         logging.getLogger("homeport.announce").info("listening on %s", url)
-    config = uvicorn.Config(
-        ingress, host=settings.bind_hosts[0], port=port, access_log=False, log_config=None, log_level="warning",
-        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
-        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
-        timeout_graceful_shutdown=_UVICORN_GRACE_S,
-    )
+    config = ingress_config(ingress, settings.bind_hosts[0], port, absolute(settings.ssl_certfile),
+                            absolute(settings.ssl_keyfile))
     nodes = None
     try:
         nodes = _node_ingresses(settings, port)
@@ -200,9 +209,6 @@ def _node_ingresses(settings: Settings, port: int) -> Any:
     if settings.ingress_only or not settings.node_ingress:
         return None
     from homeport.cluster.node_ingress import NodeIngresses
-
-    def absolute(path: Path | None) -> str | None:
-        return str(path.expanduser().resolve()) if path is not None else None
 
     options = {"ssl_certfile": absolute(settings.ssl_certfile), "ssl_keyfile": absolute(settings.ssl_keyfile),
                "model_aliases": dict(settings.model_aliases), "shutdown_timeout": settings.shutdown_timeout,

@@ -66,12 +66,11 @@ class NodeIngress:
     def __init__(self, node_ip: str, hosts: list[str], port: int, options: dict[str, Any]) -> None:
         os.environ["HF_HUB_OFFLINE"] = "1"
         os.environ["HF_DATASETS_OFFLINE"] = "1"
-        import uvicorn
 
         from homeport.cluster.broadcast import ray_replicas
         from homeport.cluster.ingress import ClusterIngress
-        from homeport.cluster.launch import APP_NAME, DEPLOYMENT_NAME, attach
-        from homeport.server import _UVICORN_GRACE_S, DrainingServer, _url_host, bind_listeners, configure_logging
+        from homeport.cluster.launch import APP_NAME, DEPLOYMENT_NAME, attach, ingress_config
+        from homeport.server import DrainingServer, _url_host, bind_listeners, configure_logging
 
         configure_logging(bool(options.get("debug")))
         self.error: str | None = None
@@ -89,10 +88,7 @@ class NodeIngress:
             return
         ingress = ClusterIngress(attach, aliases=options.get("model_aliases") or {},
                                  replicas=ray_replicas(APP_NAME, DEPLOYMENT_NAME))
-        config = uvicorn.Config(
-            ingress, host=hosts[0], port=port, access_log=False, log_config=None, log_level="warning",
-            ssl_keyfile=key, ssl_certfile=cert, timeout_graceful_shutdown=_UVICORN_GRACE_S,
-        )
+        config = ingress_config(ingress, hosts[0], port, cert, key)
         try:
             config.load()  # TLS files that are there but unusable fail here, not on the first handshake
         except Exception as exc:  # noqa: BLE001 - ssl.SSLError, OSError: reported through `ready`
