@@ -162,6 +162,37 @@ def test_a_shared_system_prompt_is_reused_to_its_end_with_the_same_output(one_sl
     assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
 
 
+
+@pytest.fixture(scope="module")
+def two_slot_chat_server(tmp_path_factory):
+    running = start_server(tmp_path_factory.mktemp("two-slots"), "--parallel", "2", model=None)
+    yield running
+    stop_server(running)
+
+
+def test_a_system_prompt_another_slot_holds_is_taken_from_it(two_slot_chat_server):
+    """A conversation sharing only the system prompt with a slot's long conversation goes to the
+    other slot (so as not to wipe that one) and still reuses the system prompt: its cells are
+    taken from the slot that holds them, the answer is the one read afresh, and the long
+    conversation keeps its cache."""
+    server = two_slot_chat_server
+    question = "When does the office open on Sundays?"
+    fresh = chat(server, question)  # slot 1: nothing cached yet
+    complete(server, {"prompt": counting(700), "max_tokens": 4, "temperature": 0})  # slot 2: no system prompt
+    long = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Tell me about the tides. " * 40}]
+    with server.http() as http:
+        first_long = http.post("/v1/chat/completions", json={"messages": long, "max_tokens": 2, "temperature": 0}).json()
+    # Slot 1 now holds the long conversation; slot 2, the least recently used, gets the question.
+    again = chat(server, question)
+    with server.http() as http:
+        long_again = http.post("/v1/chat/completions", json={"messages": long, "max_tokens": 2, "temperature": 0}).json()
+    assert fresh["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+    system_end = first_long["usage"]["prompt_tokens_details"]["cached_tokens"]
+    assert 20 < system_end < 128, first_long["usage"]
+    assert again["usage"]["prompt_tokens_details"]["cached_tokens"] == system_end, again["usage"]
+    assert again["choices"][0]["message"]["content"] == fresh["choices"][0]["message"]["content"]
+    assert long_again["usage"]["prompt_tokens_details"]["cached_tokens"] >= 128, long_again["usage"]
+
 def rss_kib(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:"))

@@ -103,12 +103,11 @@ def turn_ends(prompt: Sequence[int], eog_ids: np.ndarray, chunk: int) -> list[in
 
 
 def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+    n = min(len(a), len(b))
+    if n == 0:
+        return 0
+    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
+    return int(differ[0]) if len(differ) else n
 
 
 class Scheduler(GenerationRuntime):
@@ -194,14 +193,38 @@ class Scheduler(GenerationRuntime):
         else:
             seq.sampler = self._build_sampler(seq.request)
         prompt = seq.request.prompt_tokens
-        slot, shared = self._choose_slot(prompt)
+        shared = {id(s): common_prefix(s.tokens, prompt) for s in self._slots}
+        slot = self._choose_slot(shared)
         self._free.remove(slot)
         seq.slot = slot
-        if not seq.request.use_prefix_cache or seq.request.prompt_logprobs:
-            shared = 0
         seq.turn_ends = turn_ends(prompt, self._eog_ids, self._chunk)
-        # Reuse up to a piece boundary only, and always leave the last prompt token to decode (its
-        # logits give the first sampled token).
+        if not seq.request.use_prefix_cache or seq.request.prompt_logprobs:
+            reuse, source = 0, slot
+        else:
+            reuse, source = max(((self._reusable(seq, s, shared[id(s)]), s) for s in self._sources(slot)),
+                                key=lambda r: (r[0], r[1] is slot))
+        if source is slot:
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+            del slot.tokens[reuse:]
+        else:
+            # Another slot holds more of this prompt (a shared system prompt, say, next to another
+            # conversation): its cells join this sequence too (the unified cache shares cells, so
+            # nothing is copied) and both keep what they hold.
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, reuse)
+            slot.tokens[:] = source.tokens[:reuse]
+        seq.prefilled = seq.cached = reuse
+
+    def _sources(self, slot: Slot) -> list[Slot]:
+        """The slots whose cached prefix the chosen one may start from: itself, and in the unified
+        cache any other slot, free or running."""
+        return [slot] if self._cells is None else [slot, *(s for s in self._slots if s is not slot and s.tokens)]
+
+    def _reusable(self, seq: Job, slot: Slot, shared: int) -> int:
+        """How much of the prompt a sequence may take from `slot`, which holds its first `shared`
+        tokens: up to a piece boundary only, and always leaving the last prompt token to decode (its
+        logits give the first sampled token)."""
+        prompt = seq.request.prompt_tokens
         usable = min(shared, len(prompt) - 1)
         reuse = (usable // self._chunk) * self._chunk
         # A turn end counts only where the slot holds that end-of-turn token too: then its own
@@ -216,20 +239,18 @@ class Scheduler(GenerationRuntime):
             pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
             if pos_min > max(0, reuse - self._n_swa):
                 reuse = 0
-        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
-        del slot.tokens[reuse:]
-        seq.prefilled = seq.cached = reuse
+        return reuse
 
-    def _choose_slot(self, prompt: Sequence[int]) -> tuple[Slot, int]:
-        """The free slot whose cache shares the longest prefix with `prompt` (among equals, the least
-        recently used) when that reuses at least half of what it holds; else the least recently used
-        slot; and how much of `prompt` the chosen slot holds. Taking a slot for a short shared opening (a system prompt) would wipe another
-        conversation's long cache for a few tokens' gain (llama-server's slot similarity, 0.5)."""
-        shared = {id(s): common_prefix(s.tokens, prompt) for s in self._free}
+    def _choose_slot(self, shared: dict[int, int]) -> Slot:
+        """The free slot whose cache shares the longest prefix with the prompt (`shared`, by slot;
+        among equals, the least recently used) when that reuses at least half of what it holds;
+        else the least recently used slot. Taking a slot for a short shared opening (a system
+        prompt) would wipe another conversation's long cache for a few tokens' gain (llama-server's
+        slot similarity, 0.5); the opening is then taken from that slot's cells (`_sources`)."""
         best = max(self._free, key=lambda s: (shared[id(s)], -s.last_used))
         if 2 * shared[id(best)] < len(best.tokens):
             best = min(self._free, key=lambda s: (s.last_used, -shared[id(s)]))
-        return best, shared[id(best)]
+        return best
 
     def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
         chain = build_chain(request.sampling, self._model, self._n_vocab, self.context_length)
