@@ -124,6 +124,9 @@ class LlamaCppEngine(RuntimeEngine):
             draft_max=config.speculative.draft_max if config.speculative else 0,
             draft_min=config.speculative.draft_min if config.speculative else 0,
             kv_cells=llama_cpp.llama_n_ctx(ctx.ctx) if config.kv_unified else None,
+            # On a CPU (its prompt cost linear in tokens: docs/benchmarks.md) one chunk's worth per
+            # step; a GPU reads a whole batch for little more than a chunk, so it takes the batch.
+            prefill_budget=n_batch if config.n_gpu_layers else PREFILL_CHUNK,
         )
         self._loras = LoraSet(model.model, ctx.ctx)
         metadata = model.metadata()

@@ -7,6 +7,11 @@ Each step builds one `llama_batch`: the next token of every decoding sequence, p
 position-aligned prompt chunk of each sequence still prefilling, then calls `llama_decode` once.
 A request joins at the next step; a finished or cancelled one frees its slot at once.
 
+Prefill budget: a step takes at most `prefill_budget` prompt tokens, earliest request first. On a
+CPU a prompt's cost grows with its tokens however they are batched, so eight prompts read one or
+two at a time cost what they cost together, while the first ones start streaming at once (a lower
+median time to first token; llama-server reads all of them in one step).
+
 Prefix cache: a slot keeps the tokens whose KV it holds after its request ends. A new request
 takes the free slot sharing the longest prefix with its prompt, and only the rest is prefilled.
 Prompts are always prefilled in pieces that end at multiples of `chunk` and before each end-of-turn
@@ -131,6 +136,7 @@ class Scheduler(GenerationRuntime):
         draft_min: int = 0,
         model_id: str = "",
         kv_cells: int | None = None,
+        prefill_budget: int | None = None,
     ) -> None:
         super().__init__(name, parallel=n_slots, context_length=context_length, eog=eog, piece=piece,
                          top_entries=top_entries, model_id=model_id)
@@ -139,6 +145,8 @@ class Scheduler(GenerationRuntime):
         self._memory = ctx.memory
         self._n_batch = n_batch
         self._chunk = chunk
+        # Prompt tokens per step, taken first come first served (a piece goes whole or waits).
+        self._prefill_budget = max(chunk, min(prefill_budget or n_batch, n_batch))
         self._drafter = drafter
         self._vision = vision
         self._draft_max = draft_max if drafter is not None else 0
@@ -310,7 +318,7 @@ class Scheduler(GenerationRuntime):
             end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
             end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
             end = next((t for t in seq.turn_ends if start < t < end), end)  # and to the next turn end
-            if prefill + (end - start) > self._n_batch:
+            if prefill + (end - start) > self._prefill_budget:
                 continue  # this step is full; the chunk goes whole into a later one
             # A paused request starts again only once all it must re-read fits, with a token to
             # spare for each running one: else it would be paused again at the next step.
