@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from homeport.engines.llama_cpp.scheduler import turn_ends
+from homeport.engines.llama_cpp.prefix import turn_ends
 
 EOG = np.array([2, 7])
 

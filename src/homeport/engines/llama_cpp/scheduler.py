@@ -42,6 +42,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest
+from homeport.engines.llama_cpp.prefix import common_prefix, turn_ends
 from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest, batch_add
 from homeport.engines.llama_cpp.vision import VisionProjector
 from homeport.engines.llama_cpp.sampling import (
@@ -59,7 +60,6 @@ from homeport.errors import EngineError
 log = logging.getLogger(__name__)
 
 MAX_DRAFT_PAUSE = 16  # steps
-MIN_PIECE = 16  # tokens: the shortest prefill piece a turn end may cut off
 
 
 @dataclass(eq=False, kw_only=True)
@@ -90,29 +90,6 @@ class Slot:
     seq_id: int
     tokens: list[int] = field(default_factory=list)  # what this slot's KV cells hold, in order
     last_used: int = 0
-
-
-def turn_ends(prompt: Sequence[int], eog_ids: np.ndarray, chunk: int) -> list[int]:
-    """Where the prompt's end-of-turn tokens sit: its prefill pieces end before each one that is
-    at least MIN_PIECE tokens after the previous boundary (a prompt full of them must not become a
-    prefill of one-token steps). A function of the prompt alone, as batch invariance needs."""
-    if len(eog_ids) == 0 or len(prompt) < 2:
-        return []
-    ends, last = [], 0
-    for p in np.flatnonzero(np.isin(np.asarray(prompt), eog_ids)).tolist():
-        last = max(last, (p // chunk) * chunk)
-        if p - last >= MIN_PIECE:
-            ends.append(p)
-            last = p
-    return ends
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = min(len(a), len(b))
-    if n == 0:
-        return 0
-    differ = np.flatnonzero(np.asarray(a[:n]) != np.asarray(b[:n]))
-    return int(differ[0]) if len(differ) else n
 
 
 class Scheduler(GenerationRuntime):
