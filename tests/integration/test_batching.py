@@ -139,12 +139,16 @@ def chat(server, question: str) -> dict:
         return http.post("/v1/chat/completions", json=payload).json()
 
 
-@pytest.fixture(scope="module")
-def one_slot_chat_server(tmp_path_factory):
-    """The default model (SmolLM2, whose chat template ends each turn with an end-of-turn token), one slot."""
-    running = start_server(tmp_path_factory.mktemp("one-slot"), "--parallel", "1", model=None)
+def chat_server(tmp_path_factory, slots: int):
+    """The default model (SmolLM2, whose chat template ends each turn with an end-of-turn token)."""
+    running = start_server(tmp_path_factory.mktemp(f"slots-{slots}"), "--parallel", str(slots), model=None)
     yield running
     stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def one_slot_chat_server(tmp_path_factory):
+    yield from chat_server(tmp_path_factory, 1)
 
 
 def test_a_shared_system_prompt_is_reused_to_its_end_with_the_same_output(one_slot_chat_server):
@@ -162,12 +166,9 @@ def test_a_shared_system_prompt_is_reused_to_its_end_with_the_same_output(one_sl
     assert again["choices"][0]["message"]["content"] == first["choices"][0]["message"]["content"]
 
 
-
 @pytest.fixture(scope="module")
 def two_slot_chat_server(tmp_path_factory):
-    running = start_server(tmp_path_factory.mktemp("two-slots"), "--parallel", "2", model=None)
-    yield running
-    stop_server(running)
+    yield from chat_server(tmp_path_factory, 2)
 
 
 def test_a_system_prompt_another_slot_holds_is_taken_from_it(two_slot_chat_server):
