@@ -178,7 +178,9 @@ class Scheduler(GenerationRuntime):
         else:
             seq.sampler = self._build_sampler(seq.request)
         prompt = seq.request.prompt_tokens
-        shared = {id(s): common_prefix(s.tokens, prompt) for s in self._slots}
+        # Separate streams never share cells: only the free slots are candidates there.
+        candidates = self._free if self._cells is None else self._slots
+        shared = {id(s): common_prefix(s.tokens, prompt) for s in candidates}
         slot = self._choose_slot(shared)
         self._free.remove(slot)
         seq.slot = slot
