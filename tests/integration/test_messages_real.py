@@ -204,13 +204,15 @@ def test_errors_use_anthropics_envelope(server, client):
 def test_the_thinking_budget_ends_the_reasoning_and_the_answer_follows(client, server, thinking_template):
     question = [{"role": "user", "content": "Explain in detail how photosynthesis works."}]
     thinking = {"type": "enabled", "budget_tokens": 24}
-    message = client.messages.create(model="m", max_tokens=60, thinking=thinking, messages=question)
+    # Greedy: a sampled reply may end its turn inside the reasoning, before the budget (no answer).
+    message = client.messages.create(model="m", max_tokens=60, thinking=thinking, messages=question,
+                                     extra_body={"temperature": 0})
     Message.model_validate(message.model_dump(mode="json"), strict=True)
     assert [block.type for block in message.content][:2] == ["thinking", "text"]
     reasoning = message.content[0]
     assert reasoning.signature and 0 < _tokens(server, reasoning.thinking) <= 24 + 2  # + re-tokenization slack
     assert message.content[1].text and message.usage.output_tokens <= 60
-    pairs = _raw_events(server, {"model": "m", "max_tokens": 40, "thinking": thinking, "messages": question})
+    pairs = _raw_events(server, {"model": "m", "max_tokens": 40, "thinking": thinking, "messages": question, "temperature": 0})
     for name, data in pairs:
         if name != "ping":
             EVENTS.validate_python(data, strict=True)
