@@ -26,7 +26,7 @@ from homeport.engines.base import Grammar, ModelInfo, SamplingParams
 from homeport.engines.llama_cpp.lora import LoraSet
 from homeport.engines.llama_cpp.sampling import grammar_sampler
 from homeport.engines.llama_cpp.scheduler import Scheduler
-from homeport.engines.llama_cpp.speculative import DraftModel, DraftModelConfig, Drafter, NgramDrafter
+from homeport.engines.llama_cpp.speculative import Drafter, DraftModel, DraftModelConfig, NgramDrafter
 from homeport.engines.llama_cpp.vision import MediaPrompt, VisionProjector
 from homeport.engines.runtime import RuntimeEngine
 from homeport.errors import EngineError, EngineInputError, StartupError, UnsupportedInputError

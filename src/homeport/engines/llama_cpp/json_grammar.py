@@ -33,10 +33,10 @@ def json_schema_to_gbnf(schema_json: str, *, or_text: bool = False) -> str:
 
 
 class _BoundedConverter(SchemaConverter):
-    def _add_primitive(self, name: str, rule: BuiltinRule):  # noqa: ANN202 - the base class's signature
+    def _add_primitive(self, name: str, rule: BuiltinRule):
         return super()._add_primitive(name, _JSON_CHAR if name == "char" else rule)
 
-    def visit(self, schema, name):  # noqa: ANN001 - the base class's signature
+    def visit(self, schema, name):
         bounds = _integer_bounds(schema)
         if bounds is None:
             return super().visit(schema, name)

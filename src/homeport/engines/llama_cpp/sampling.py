@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import llama_cpp
 import numpy as np
 from llama_cpp import _internals
-
 from llama_cpp.llama_grammar import JSON_GBNF
 
 from homeport.engines.base import Grammar, SamplingParams, TopLogprobs

@@ -42,9 +42,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest
-from homeport.engines.llama_cpp.prefix import common_prefix, turn_ends
-from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest, batch_add
-from homeport.engines.llama_cpp.vision import VisionProjector
+from homeport.engines.llama_cpp.prefix import Slot, choose_slot, common_prefix, piece_boundary, turn_ends
 from homeport.engines.llama_cpp.sampling import (
     SamplerChain,
     build_chain,
@@ -53,6 +51,8 @@ from homeport.engines.llama_cpp.sampling import (
     logits_row,
     top_entries,
 )
+from homeport.engines.llama_cpp.speculative import Drafter, DraftRequest, batch_add
+from homeport.engines.llama_cpp.vision import VisionProjector
 from homeport.engines.runtime import GenerationJob, GenerationRuntime
 from homeport.engines.runtime.generation import Outcome
 from homeport.errors import EngineError
@@ -83,13 +83,6 @@ class Job(GenerationJob):
     def footprint(self) -> int:
         """The KV cells it holds by the end of the next step, prefilled or not."""
         return len(self.request.prompt_tokens) + self.produced + 1
-
-
-@dataclass(eq=False)
-class Slot:
-    seq_id: int
-    tokens: list[int] = field(default_factory=list)  # what this slot's KV cells hold, in order
-    last_used: int = 0
 
 
 class Scheduler(GenerationRuntime):
@@ -181,11 +174,11 @@ class Scheduler(GenerationRuntime):
         # Separate streams never share cells: only the free slots are candidates there.
         candidates = self._free if self._cells is None else self._slots
         shared = {id(s): common_prefix(s.tokens, prompt) for s in candidates}
-        slot = self._choose_slot(shared)
+        slot = choose_slot(self._free, shared)
         self._free.remove(slot)
         seq.slot = slot
         seq.turn_ends = turn_ends(prompt, self._eog_ids, self._chunk)
-        if not seq.request.use_prefix_cache or seq.request.prompt_logprobs:
+        if not self._may_share(seq):
             reuse, source = 0, slot
         else:
             reuse, source = max(((self._reusable(seq, s, shared[id(s)]), s) for s in self._sources(slot)),
@@ -193,51 +186,72 @@ class Scheduler(GenerationRuntime):
         if source is slot:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
             del slot.tokens[reuse:]
+            seq.prefilled = seq.cached = reuse
         else:
-            # Another slot holds more of this prompt (a shared system prompt, say, next to another
-            # conversation): its cells join this sequence too (the unified cache shares cells, so
-            # nothing is copied) and both keep what they hold.
-            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-            llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, reuse)
-            slot.tokens[:] = source.tokens[:reuse]
+            self._borrow(seq, source, reuse)
+
+    def _may_share(self, seq: Job) -> bool:
+        return seq.request.use_prefix_cache and not seq.request.prompt_logprobs
+
+    def _borrow(self, seq: Job, source: Slot, reuse: int) -> None:
+        """Another slot holds more of this prompt (a shared system prompt, say, next to another
+        conversation): its cells join this sequence (the unified cache shares cells, so nothing is
+        copied) and both keep what they hold."""
+        slot = seq.slot
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, reuse)
+        slot.tokens[:] = source.tokens[:reuse]
         seq.prefilled = seq.cached = reuse
+
+    def _unstarted(self, seq: Job) -> bool:
+        """A prefilling request that has read nothing of its own yet (it may still borrow)."""
+        return (self._cells is not None and not seq.decoding and not seq.paused
+                and seq.prefilled == seq.cached and self._may_share(seq))
+
+    def _borrow_prefilled(self, running: list[Job]) -> None:
+        """Requests admitted together with the same opening: a later one waits (`_shares_ahead`)
+        while an earlier one reads it, then takes those cells here, at the start of a step (what
+        this step's batch adds is not in the cache yet), so the opening is read once."""
+        for seq in running:
+            if not self._unstarted(seq):
+                continue
+            prompt = seq.request.prompt_tokens
+            reuse, source = max(((self._reusable(seq, s, common_prefix(s.tokens, prompt)), s)
+                                 for s in self._slots if s is not seq.slot and s.tokens),
+                                key=lambda r: r[0], default=(0, None))
+            if reuse > seq.prefilled:
+                self._borrow(seq, source, reuse)
+
+    def _shares_ahead(self, reading: list[Job], seq: Job) -> bool:
+        """Whether a request ahead of it in `reading` (those still reading their prompts when the
+        step began) will hold more of its prompt than it has: then it waits a step rather than
+        read the same tokens again."""
+        if not self._unstarted(seq):
+            return False
+        prompt = seq.request.prompt_tokens
+        return any(self._reusable(seq, None, common_prefix(other.feed(), prompt)) > seq.prefilled
+                   for other in reading[:reading.index(seq)])
 
     def _sources(self, slot: Slot) -> list[Slot]:
         """The slots whose cached prefix the chosen one may start from: itself, and in the unified
         cache any other slot, free or running."""
         return [slot] if self._cells is None else [slot, *(s for s in self._slots if s is not slot and s.tokens)]
 
-    def _reusable(self, seq: Job, slot: Slot, shared: int) -> int:
+    def _reusable(self, seq: Job, slot: Slot | None, shared: int) -> int:
         """How much of the prompt a sequence may take from `slot`, which holds its first `shared`
-        tokens: up to a piece boundary only, and always leaving the last prompt token to decode (its
-        logits give the first sampled token)."""
-        prompt = seq.request.prompt_tokens
-        usable = min(shared, len(prompt) - 1)
-        reuse = (usable // self._chunk) * self._chunk
-        # A turn end counts only where the slot holds that end-of-turn token too: then its own
-        # prefill ended a piece there as well (the pieces are a function of the prompt so far).
-        reuse = max([reuse, *(end for end in seq.turn_ends if end < usable)])
+        tokens (None: a slot still reading them): up to a piece boundary only, and always leaving
+        the last prompt token to decode (its logits give the first sampled token)."""
+        reuse = piece_boundary(min(shared, len(seq.request.prompt_tokens) - 1), self._chunk, seq.turn_ends)
         for segment in _segments(seq):
             if segment.start < reuse < segment.start + segment.length:
                 reuse = segment.start  # an image is decoded whole or not at all
-        if reuse and self._n_swa:
+        if reuse and self._n_swa and slot is not None:
             # A window-sized SWA cache (--no-swa-full) may have overwritten the cells the window
             # before `reuse` needs; then the prompt is read afresh (as llama-server does).
             pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
             if pos_min > max(0, reuse - self._n_swa):
                 reuse = 0
         return reuse
-
-    def _choose_slot(self, shared: dict[int, int]) -> Slot:
-        """The free slot whose cache shares the longest prefix with the prompt (`shared`, by slot;
-        among equals, the least recently used) when that reuses at least half of what it holds;
-        else the least recently used slot. Taking a slot for a short shared opening (a system
-        prompt) would wipe another conversation's long cache for a few tokens' gain (llama-server's
-        slot similarity, 0.5); the opening is then taken from that slot's cells (`_sources`)."""
-        best = max(self._free, key=lambda s: (shared[id(s)], -s.last_used))
-        if 2 * shared[id(best)] < len(best.tokens):
-            best = min(self._free, key=lambda s: (s.last_used, -shared[id(s)]))
-        return best
 
     def _build_sampler(self, request: GenerationRequest) -> SamplerChain:
         chain = build_chain(request.sampling, self._model, self._n_vocab, self.context_length)
@@ -267,6 +281,7 @@ class Scheduler(GenerationRuntime):
         # (job, its batch rows to sample in turn, the drafts those rows check)
         sample_at: list[tuple[Job, list[int], list[int]]] = []
         prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
+        self._borrow_prefilled(running)
         # Images first: each is its own decode call, which would wipe the logits of the batch.
         for seq in [s for s in running if not s.decoding and s.request.media is not None]:
             if not self._room_for(running, seq, self._image_cells(seq)):
@@ -289,16 +304,15 @@ class Scheduler(GenerationRuntime):
                     rows.append(n)
                     n += 1
                 sample_at.append((seq, rows, guesses))
-        for seq in running:
-            if seq.decoding:
-                continue
+        reading = [seq for seq in running if not seq.decoding]
+        for seq in reading:
             prompt = seq.feed()
             start = seq.prefilled
             end = min(len(prompt), (start // self._chunk + 1) * self._chunk)
             end = min([end, *(s.start for s in _segments(seq) if s.start > start)])  # text up to the next image
             end = next((t for t in seq.turn_ends if start < t < end), end)  # and to the next turn end
-            if prefill + (end - start) > self._prefill_budget:
-                continue  # this step is full; the chunk goes whole into a later one
+            if prefill + (end - start) > self._prefill_budget or self._shares_ahead(reading, seq):
+                continue  # this step is full (the chunk goes whole into a later one), or it borrows later
             # A paused request starts again only once all it must re-read fits, with a token to
             # spare for each running one: else it would be paused again at the next step.
             room = min(self._cells, len(prompt) - start + len(running)) if seq.paused else end - start
