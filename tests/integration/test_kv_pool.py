@@ -1,4 +1,4 @@
-"""The unified KV cache as one pool shared by the running requests (engines/llama_cpp/scheduler.py):
+"""The unified KV cache as one pool shared by the running requests (engines/llama_cpp/kv_pool.py):
 when their growth outruns it, the newest request pauses, gives up its cells, re-reads its prompt and
 output later and goes on. Its client sees only a delay: the text continues where it was."""
 

@@ -56,7 +56,9 @@ async def _generate(eng: LlamaCppEngine, tokens: list[int], *, cache: bool = Tru
 
 
 async def test_prompts_arriving_together_read_their_shared_opening_once(model_path, monkeypatch):
-    eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=1024, parallel=3))
+    # One context's worth of KV cells (512): three prompts of 280 tokens fit only because the
+    # opening's cells, shared, count once.
+    eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=512, parallel=3))
     steps: list[int] = []
     decode = llama_cpp.llama_decode
 
@@ -75,6 +77,7 @@ async def test_prompts_arriving_together_read_their_shared_opening_once(model_pa
         # The first reads the opening alone, a chunk a step; then each reads only its own tail.
         assert steps[:3] == [PREFILL_CHUNK, PREFILL_CHUNK, sum(len(p) - shared for p in prompts)], steps
         assert [cached for _, cached, _ in together] == [0, shared, shared]
+        assert eng._scheduler.counters.paused == 0
         await asyncio.wrap_future(eng._scheduler.call_in_thread(eng._scheduler.clear_cache))
         alone = [await _generate(eng, p, cache=False) for p in prompts]
     finally:

@@ -1,9 +1,10 @@
-"""Where a prompt's prefill pieces end, and how much of it a slot's cache holds: the pure rules
-behind the scheduler's prefix cache (see `scheduler`)."""
+"""Where a prompt's prefill pieces end, how much of it a slot's cache holds, and how many cells
+the slots hold together: the pure rules behind the scheduler's prefix cache (see `scheduler`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,11 +12,64 @@ import numpy as np
 MIN_PIECE = 16  # tokens: the shortest prefill piece a turn end may cut off
 
 
+_BLOCKS = itertools.count()
+
+
 @dataclass(eq=False)
 class Slot:
+    """A sequence of the KV cache: the tokens its cells hold, in order, and which cells those are.
+    Cells taken from another slot (`take`: llama_memory_seq_cp) are the same cells there, so
+    `held_cells` counts them once. `runs`: [block, length] pairs in order, a block being cells one
+    slot wrote one after another; a run always covers its block from the block's start."""
+
     seq_id: int
-    tokens: list[int] = field(default_factory=list)  # what this slot's KV cells hold, in order
+    tokens: list[int] = field(default_factory=list)
     last_used: int = 0
+    runs: list[list[int]] = field(default_factory=list)
+    writing: int | None = None  # the block the next tokens extend (None: a new one)
+
+    def extend(self, tokens: Sequence[int]) -> None:
+        self.tokens.extend(tokens)
+        if self.writing is None or not self.runs or self.runs[-1][0] != self.writing:
+            self.writing = next(_BLOCKS)
+            self.runs.append([self.writing, 0])
+        self.runs[-1][1] += len(tokens)
+
+    def truncate(self, n: int, *, exclusive: bool = False) -> None:
+        """Keeps the first `n` tokens. `exclusive`: no other slot holds the block being written,
+        so new tokens may go on extending it (else cells another slot still holds past `n` would
+        be counted as the new ones)."""
+        del self.tokens[n:]
+        kept, total = [], 0
+        for block, length in self.runs:
+            if total >= n:
+                break
+            kept.append([block, min(length, n - total)])
+            total += length
+        self.runs = kept
+        if not exclusive:
+            self.writing = None
+
+    def take(self, source: Slot, n: int) -> None:
+        """Holds the first `n` of `source`'s cells instead of its own."""
+        self.tokens[:] = source.tokens[:n]
+        self.runs = [list(run) for run in source.runs]
+        self.truncate(n)
+
+    def clear(self) -> None:
+        self.truncate(0)
+
+    def holds(self, block: int) -> bool:
+        return any(run[0] == block for run in self.runs)
+
+
+def held_cells(slots: Iterable[Slot]) -> int:
+    """The cells the slots hold, each counted once however many slots share it."""
+    extent: dict[int, int] = {}
+    for slot in slots:
+        for block, length in slot.runs:
+            extent[block] = max(extent.get(block, 0), length)
+    return sum(extent.values())
 
 
 def turn_ends(prompt: Sequence[int], eog_ids: np.ndarray, chunk: int) -> list[int]:

@@ -21,13 +21,7 @@ request gives the same greedy output whether or not its prefix was cached (llama
 are not batch-invariant). The turn ends let a shared system prompt, or a conversation's earlier
 turns, be reused to the token instead of to the last whole chunk.
 
-KV pool: with one unified cache (the default) all sequences draw their cells from one pool of
-`kv_cells`, which may be smaller than `parallel` full contexts (one context's worth by default, as
-llama-server's `-c` with `-kvu`). A request joins only while the running ones' footprints leave
-room for its prompt; when their growth runs the pool dry, idle slots' cached prefixes go first
-(least recently used first), then the newest request is paused: its cells are given up, and when
-there is room again it re-reads its prompt and what it had generated, and goes on (vLLM's
-preemption by recomputation). Its client only sees a delay.
+KV pool (the unified cache's cells, shared by all sequences): `kv_pool`.
 """
 
 from __future__ import annotations
@@ -42,6 +36,7 @@ import numpy as np
 from llama_cpp import _internals
 
 from homeport.engines.base import GenerationRequest
+from homeport.engines.llama_cpp.kv_pool import KVPool
 from homeport.engines.llama_cpp.prefix import Slot, choose_slot, common_prefix, piece_boundary, turn_ends
 from homeport.engines.llama_cpp.sampling import (
     SamplerChain,
@@ -85,7 +80,7 @@ class Job(GenerationJob):
         return len(self.request.prompt_tokens) + self.produced + 1
 
 
-class Scheduler(GenerationRuntime):
+class Scheduler(KVPool, GenerationRuntime):
     job_type = Job
 
     def __init__(
@@ -146,20 +141,12 @@ class Scheduler(GenerationRuntime):
     def clear_cache(self) -> None:
         """Forgets every slot's cached prefix. Engine thread only, with no generation running."""
         for slot in self._slots:
-            slot.tokens.clear()
+            slot.clear()
         llama_cpp.llama_memory_clear(self._memory, True)
         if self._drafter is not None:
             self._drafter.clear()
 
     # ---- engine thread ---------------------------------------------------------------------
-
-    def has_room(self, running: list[Job], job: Job) -> bool:
-        if len(running) >= self.parallel:
-            return False
-        if self._cells is None or not running:
-            return True  # alone, a request always fits: the pool holds at least one context
-        committed = sum(seq.footprint() for seq in running)
-        return committed + len(job.request.prompt_tokens) + 1 <= self._cells
 
     def admit(self, seq: Job) -> None:
         # The sampler first: a request whose chain cannot be built never takes a slot.
@@ -185,7 +172,7 @@ class Scheduler(GenerationRuntime):
                                 key=lambda r: (r[0], r[1] is slot))
         if source is slot:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
-            del slot.tokens[reuse:]
+            slot.truncate(reuse)
             seq.prefilled = seq.cached = reuse
         else:
             self._borrow(seq, source, reuse)
@@ -200,7 +187,7 @@ class Scheduler(GenerationRuntime):
         slot = seq.slot
         llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
         llama_cpp.llama_memory_seq_cp(self._memory, source.seq_id, slot.seq_id, 0, reuse)
-        slot.tokens[:] = source.tokens[:reuse]
+        slot.take(source, reuse)
         seq.prefilled = seq.cached = reuse
 
     def _unstarted(self, seq: Job) -> bool:
@@ -265,7 +252,7 @@ class Scheduler(GenerationRuntime):
         if slot is not None:
             if outcome == "failed":  # its KV may be half written: forget it
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                slot.tokens.clear()
+                slot.clear()
             slot.last_used = next(self._clock)
             self._free.append(slot)
             seq.slot = None
@@ -299,10 +286,10 @@ class Scheduler(GenerationRuntime):
                 guesses = drafts.get(seq, [])
                 rows = []
                 for token in (seq.pending_token, *guesses):
-                    batch_add(self._batch, n, token, len(slot.tokens), slot.seq_id, True)
-                    slot.tokens.append(token)
+                    batch_add(self._batch, n, token, len(slot.tokens) + len(rows), slot.seq_id, True)
                     rows.append(n)
                     n += 1
+                slot.extend((seq.pending_token, *guesses))
                 sample_at.append((seq, rows, guesses))
         reading = [seq for seq in running if not seq.decoding]
         for seq in reading:
@@ -327,7 +314,7 @@ class Scheduler(GenerationRuntime):
                 batch_add(self._batch, n, prompt[pos], pos, seq.slot.seq_id,
                           all_logits or (pos == len(prompt) - 1 and not resumed))
                 n += 1
-            seq.slot.tokens.extend(prompt[start:end])
+            seq.slot.extend(prompt[start:end])
             seq.prefilled = end
             if seq.decoding:
                 seq.paused = False
@@ -364,70 +351,14 @@ class Scheduler(GenerationRuntime):
                 # only costs: back off exponentially, and start over at the first hit.
                 seq.draft_misses = seq.draft_misses + 1 if checked == 0 else 0
                 seq.draft_pause = min(MAX_DRAFT_PAUSE, 2 ** seq.draft_misses - 1)
-                keep = len(seq.slot.tokens) - len(guesses) + checked
-                llama_cpp.llama_memory_seq_rm(self._memory, seq.slot.seq_id, keep, -1)
-                del seq.slot.tokens[keep:]
+                slot = seq.slot
+                keep = len(slot.tokens) - len(guesses) + checked
+                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, keep, -1)
+                slot.truncate(keep, exclusive=not any(s.holds(slot.writing) for s in self._slots if s is not slot))
             if event.finish_reason is not None:
                 self.complete(seq, running, event)
             else:
                 self.post(seq, event)
-
-    # ---- the KV pool ---------------------------------------------------------------------------
-
-    def _free_cells(self) -> int:
-        return self._cells - sum(len(slot.tokens) for slot in self._slots)
-
-    def _evict_idle(self, need: int) -> bool:
-        """Frees idle slots' cached prefixes, least recently used first, until `need` cells are
-        free; whether they are."""
-        free = self._free_cells()
-        for slot in sorted(self._free, key=lambda s: s.last_used):
-            if free >= need:
-                break
-            if slot.tokens:
-                free += len(slot.tokens)
-                llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-                slot.tokens.clear()
-        return free >= need
-
-    def _pause(self, seq: Job) -> None:
-        """Gives up the sequence's cells; it re-reads its prompt and output when there is room."""
-        slot = seq.slot
-        if seq.decoding:  # (one paused mid-re-read keeps the list it was re-reading)
-            seq.resume = slot.tokens[len(seq.request.prompt_tokens):]
-        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
-        slot.tokens.clear()
-        seq.prefilled = seq.cached = 0
-        seq.paused = True
-        if self._drafter is not None:
-            self._drafter.forget(seq)
-        self.counters.paused += 1
-        log.info("%s: KV cache full, a request paused for the others", self.name)
-
-    def _room_to_decode(self, running: list[Job], drafts: dict[Job, list[int]]) -> None:
-        """Makes room for this step's decode tokens, pausing the newest requests if it must."""
-        if self._cells is None:
-            return
-        need = sum(1 + len(drafts.get(seq, ())) for seq in running if seq.decoding)
-        while not self._evict_idle(need):
-            victim = next((seq for seq in reversed(running[1:]) if seq.slot.tokens), None)
-            if victim is None:
-                return  # cannot happen: the oldest request alone fits in the pool
-            if victim.decoding:
-                need -= 1 + len(drafts.pop(victim, ()))
-            self._pause(victim)
-
-    def _room_for(self, running: list[Job], seq: Job, cells: int) -> bool:
-        """Whether `cells` more fit for a prefilling sequence, after freeing idle caches and then
-        the cells of newer prefilling requests (the older request goes first)."""
-        if self._cells is None or self._evict_idle(cells):
-            return True
-        for newer in reversed(running[running.index(seq) + 1:]):
-            if not newer.decoding and newer.slot.tokens:
-                self._pause(newer)
-                if self._free_cells() >= cells:
-                    return True
-        return False
 
     def _image_cells(self, seq: Job) -> int:
         return sum(s.length for s in _segments(seq) if s.start == seq.prefilled)
@@ -463,7 +394,7 @@ class Scheduler(GenerationRuntime):
             self._vision.decode_image(self._ctx, segment, seq_id=seq.slot.seq_id, n_past=segment.start,
                                       n_batch=self._n_batch, embeddings=media.embeddings[index])
             end = segment.start + segment.length
-            seq.slot.tokens.extend(seq.request.prompt_tokens[segment.start:end])
+            seq.slot.extend(seq.request.prompt_tokens[segment.start:end])
             seq.prefilled = end
 
     def _answer_probe(self, seq: Job, row: int, running: list[Job]) -> None:
