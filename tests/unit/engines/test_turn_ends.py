@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from homeport.engines.llama_cpp.prefix import turn_ends
+from homeport.engines.llama_cpp.prefix import piece_boundary, turn_ends
 
 EOG = np.array([2, 7])
 
@@ -27,3 +27,11 @@ def test_chunk_boundaries_count_as_boundaries():
 def test_no_end_tokens_or_no_eog_set():
     assert turn_ends([1, 3, 4, 5] * 40, EOG, 128) == []
     assert turn_ends([2] * 40, np.array([], dtype=np.intp), 128) == []
+
+
+def test_reuse_is_cut_back_to_the_last_chunk_multiple_or_turn_end_before_it():
+    assert piece_boundary(300, 128, []) == 256
+    assert piece_boundary(300, 128, [40, 290]) == 290
+    assert piece_boundary(290, 128, [40, 290]) == 256  # the end-of-turn token itself is not held
+    assert piece_boundary(100, 128, [40, 290]) == 40
+    assert piece_boundary(30, 128, [40]) == 0

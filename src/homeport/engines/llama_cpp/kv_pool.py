@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import llama_cpp
 
-from homeport.engines.llama_cpp.prefix import common_prefix, held_cells
+from homeport.engines.llama_cpp.prefix import held_cells
 
 if TYPE_CHECKING:
     from homeport.engines.llama_cpp.scheduler import Job
@@ -48,9 +48,8 @@ class KVPool:
         a turn end may give more)."""
         if not self._may_share(seq):
             return 0
-        prompt = seq.request.prompt_tokens
-        shared = max((common_prefix(other.feed(), prompt) for other in ahead), default=0)
-        return (min(shared, len(prompt) - 1) // self._chunk) * self._chunk
+        shared = max((seq.shares(other) for other in ahead), default=0)
+        return (min(shared, len(seq.request.prompt_tokens) - 1) // self._chunk) * self._chunk
 
     def _free_cells(self) -> int:
         return self._cells - held_cells(self._slots)

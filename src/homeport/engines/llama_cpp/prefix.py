@@ -3,6 +3,7 @@ the slots hold together: the pure rules behind the scheduler's prefix cache (see
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -99,8 +100,9 @@ def piece_boundary(usable: int, chunk: int, ends: Sequence[int]) -> int:
     """The last piece boundary at or before `usable` tokens: a multiple of `chunk`, or a turn end
     of the prompt (`ends`) before it. A turn end counts only where the cache holds that
     end-of-turn token too: then its own prefill ended a piece there as well (the pieces are a
-    function of the prompt so far)."""
-    return max([(usable // chunk) * chunk, *(end for end in ends if end < usable)])
+    function of the prompt so far). `ends` is ascending."""
+    before = bisect.bisect_left(ends, usable)
+    return max((usable // chunk) * chunk, ends[before - 1] if before else 0)
 
 
 def choose_slot(free: Sequence[Slot], shared: dict[int, int]) -> Slot:

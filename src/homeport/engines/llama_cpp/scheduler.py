@@ -66,6 +66,8 @@ class Job(GenerationJob):
     resume: list[int] = field(default_factory=list)  # after a pause: generated tokens to re-read
     turn_ends: list[int] = field(default_factory=list)  # prompt positions of end-of-turn tokens, ascending
     paused: bool = False  # gave up its cells and has not finished re-reading
+    # Prompt tokens in common with other jobs' prompts (they never change; compared once).
+    common: dict[Job, int] = field(default_factory=dict)
 
     @property
     def decoding(self) -> bool:
@@ -74,6 +76,14 @@ class Job(GenerationJob):
     def feed(self) -> Sequence[int]:
         """The tokens to prefill: the prompt, and after a pause what had been generated."""
         return [*self.request.prompt_tokens, *self.resume] if self.resume else self.request.prompt_tokens
+
+    def shares(self, other: Job) -> int:
+        """How many prompt tokens it has in common with `other`'s prompt."""
+        n = self.common.get(other)
+        if n is None:
+            n = self.common[other] = other.common[self] = common_prefix(self.request.prompt_tokens,
+                                                                        other.request.prompt_tokens)
+        return n
 
     def footprint(self) -> int:
         """The KV cells it holds by the end of the next step, prefilled or not."""
@@ -198,13 +208,14 @@ class Scheduler(KVPool, GenerationRuntime):
     def _borrow_prefilled(self, running: list[Job]) -> None:
         """Requests admitted together with the same opening: a later one waits (`_shares_ahead`)
         while an earlier one reads it, then takes those cells here, at the start of a step (what
-        this step's batch adds is not in the cache yet), so the opening is read once."""
+        this step's batch adds is not in the cache yet), so the opening is read once. (Only the
+        running ones' cells can have grown since its admission compared every slot's; theirs
+        begin with their prompts.)"""
         for seq in running:
             if not self._unstarted(seq):
                 continue
-            prompt = seq.request.prompt_tokens
-            reuse, source = max(((self._reusable(seq, s, common_prefix(s.tokens, prompt)), s)
-                                 for s in self._slots if s is not seq.slot and s.tokens),
+            reuse, source = max(((self._reusable(seq, o.slot, min(seq.shares(o), len(o.slot.tokens))), o.slot)
+                                 for o in running if o is not seq),
                                 key=lambda r: r[0], default=(0, None))
             if reuse > seq.prefilled:
                 self._borrow(seq, source, reuse)
@@ -215,8 +226,7 @@ class Scheduler(KVPool, GenerationRuntime):
         read the same tokens again."""
         if not self._unstarted(seq):
             return False
-        prompt = seq.request.prompt_tokens
-        return any(self._reusable(seq, None, common_prefix(other.feed(), prompt)) > seq.prefilled
+        return any(self._reusable(seq, None, seq.shares(other)) > seq.prefilled
                    for other in reading[:reading.index(seq)])
 
     def _sources(self, slot: Slot) -> list[Slot]:
@@ -259,6 +269,7 @@ class Scheduler(KVPool, GenerationRuntime):
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
+        seq.common.clear()
         if self._drafter is not None:
             self._drafter.forget(seq)
 
