@@ -109,3 +109,45 @@ async def test_chats_arriving_together_read_their_system_turn_once():
     assert [cached for _, cached, _ in together] == [0, system_end, system_end]
     for (text, _, logprob), (fresh, _, fresh_logprob) in zip(together, alone):
         assert text == fresh and abs(logprob - fresh_logprob) < 0.05, (text, fresh, logprob, fresh_logprob)
+
+
+async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itself(model_path, monkeypatch):
+    eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=512, parallel=2))
+    loop = asyncio.get_running_loop()
+    steps: list[int] = []
+    decode = llama_cpp.llama_decode
+    first: list[asyncio.Task] = []
+
+    def recording(ctx, batch):
+        steps.append(batch.n_tokens)
+        rc = decode(ctx, batch)
+        if len(steps) == 1:  # the first request has read one chunk of the opening: its client goes
+            job = next(j for j in eng._scheduler._live if j.request.prompt_tokens == prompts[0])
+            loop.call_soon_threadsafe(first[0].cancel)
+            assert job.cancelled.wait(30)  # (the engine thread goes on once the cancellation is in)
+        return rc
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    await eng.start()
+    try:
+        prompts = [eng.tokenize(OPENING + f"Question {q}: which number comes after {n}?") for q, n in
+                   ((1, 120), (2, 150))]
+        gate = threading.Event()
+        held = eng._scheduler.call_in_thread(gate.wait)
+        first.append(asyncio.ensure_future(_generate(eng, prompts[0])))
+        second = asyncio.ensure_future(_generate(eng, prompts[1]))
+        while len(eng._scheduler._live) < 2:
+            await asyncio.sleep(0.01)
+        gate.set()
+        await asyncio.wrap_future(held)
+        text, _, logprob = await asyncio.wait_for(second, 120)
+        with pytest.raises(asyncio.CancelledError):
+            await first[0]
+        await asyncio.wrap_future(eng._scheduler.call_in_thread(eng._scheduler.clear_cache))
+        fresh, _, fresh_logprob = await _generate(eng, prompts[1], cache=False)
+    finally:
+        await eng.close()
+    # The second waited while the first read, then read its whole prompt (the first's slot is free
+    # and only running requests are lent from while one waits).
+    assert steps[:4] == [PREFILL_CHUNK] * 3 + [len(prompts[1]) - 2 * PREFILL_CHUNK], steps
+    assert text == fresh and abs(logprob - fresh_logprob) < 0.05, (text, fresh)
