@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import llama_cpp
 import openai
 import pytest
 
@@ -22,6 +23,20 @@ def server(tmp_path_factory) -> Iterator[RunningServer]:
 @pytest.fixture
 def client(server) -> openai.OpenAI:
     return server.openai()
+
+
+@pytest.fixture
+def decode_steps(monkeypatch) -> list[int]:
+    """The tokens of each `llama_decode` call from now on (an engine's steps), in order."""
+    steps: list[int] = []
+    decode = llama_cpp.llama_decode
+
+    def recording(ctx, batch):
+        steps.append(batch.n_tokens)
+        return decode(ctx, batch)
+
+    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    return steps
 
 
 def pytest_collection_modifyitems(items):

@@ -8,7 +8,6 @@ import asyncio
 import threading
 from pathlib import Path
 
-import llama_cpp
 import pytest
 
 from homeport.engines.base import GenerationRequest, SamplingParams
@@ -26,16 +25,9 @@ def counting(start: int) -> str:
     return ", ".join(str(start + i) for i in range(24)) + ","
 
 
-async def test_prompts_arriving_together_are_read_first_come_one_chunk_per_step(model_path, monkeypatch):
+async def test_prompts_arriving_together_are_read_first_come_one_chunk_per_step(model_path, decode_steps):
     eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=512, parallel=4))
-    steps: list[int] = []
-    decode = llama_cpp.llama_decode
-
-    def recording(ctx, batch):
-        steps.append(batch.n_tokens)
-        return decode(ctx, batch)
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    steps = decode_steps
     await eng.start()
     try:
         starts = [100, 300, 500, 700]

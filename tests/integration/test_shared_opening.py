@@ -55,18 +55,11 @@ async def _generate(eng: LlamaCppEngine, tokens: list[int], *, cache: bool = Tru
     return "".join(e.text for e in events), events[0].cached_tokens, events[0].logprob
 
 
-async def test_prompts_arriving_together_read_their_shared_opening_once(model_path, monkeypatch):
+async def test_prompts_arriving_together_read_their_shared_opening_once(model_path, decode_steps):
     # One context's worth of KV cells (512): three prompts of 280 tokens fit only because the
     # opening's cells, shared, count once.
     eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=512, parallel=3))
-    steps: list[int] = []
-    decode = llama_cpp.llama_decode
-
-    def recording(ctx, batch):
-        steps.append(batch.n_tokens)
-        return decode(ctx, batch)
-
-    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    steps = decode_steps
     await eng.start()
     try:
         prompts = [eng.tokenize(OPENING + f"Question {q}: which number comes after {n}?") for q, n in
@@ -111,15 +104,16 @@ async def test_chats_arriving_together_read_their_system_turn_once():
         assert text == fresh and abs(logprob - fresh_logprob) < 0.05, (text, fresh, logprob, fresh_logprob)
 
 
-async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itself(model_path, monkeypatch):
+async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itself(
+    model_path, decode_steps, monkeypatch
+):
     eng = LlamaCppEngine.load(LlamaCppConfig(path=model_path, model_id="m", ctx_size=512, parallel=2))
     loop = asyncio.get_running_loop()
-    steps: list[int] = []
-    decode = llama_cpp.llama_decode
+    steps = decode_steps
+    decode = llama_cpp.llama_decode  # (the recording one)
     first: list[asyncio.Task] = []
 
-    def recording(ctx, batch):
-        steps.append(batch.n_tokens)
+    def cancelling_after_the_first(ctx, batch):
         rc = decode(ctx, batch)
         if len(steps) == 1:  # the first request has read one chunk of the opening: its client goes
             job = next(j for j in eng._scheduler._live if j.request.prompt_tokens == prompts[0])
@@ -127,7 +121,7 @@ async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itse
             assert job.cancelled.wait(30)  # (the engine thread goes on once the cancellation is in)
         return rc
 
-    monkeypatch.setattr(llama_cpp, "llama_decode", recording)
+    monkeypatch.setattr(llama_cpp, "llama_decode", cancelling_after_the_first)
     await eng.start()
     try:
         prompts = [eng.tokenize(OPENING + f"Question {q}: which number comes after {n}?") for q, n in
