@@ -113,12 +113,17 @@ async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itse
     decode = llama_cpp.llama_decode  # (the recording one)
     first: list[asyncio.Task] = []
 
+    memo_after_release: list[dict] = []
+
     def cancelling_after_the_first(ctx, batch):
         rc = decode(ctx, batch)
         if len(steps) == 1:  # the first request has read one chunk of the opening: its client goes
             job = next(j for j in eng._scheduler._live if j.request.prompt_tokens == prompts[0])
             loop.call_soon_threadsafe(first[0].cancel)
             assert job.cancelled.wait(30)  # (the engine thread goes on once the cancellation is in)
+        elif len(steps) == 2:  # the first was dropped before this step: the second forgets it
+            job = next(j for j in eng._scheduler._live if j.request.prompt_tokens == prompts[1])
+            memo_after_release.append(dict(job.common))
         return rc
 
     monkeypatch.setattr(llama_cpp, "llama_decode", cancelling_after_the_first)
@@ -145,3 +150,4 @@ async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itse
     # and only running requests are lent from while one waits).
     assert steps[:4] == [PREFILL_CHUNK] * 3 + [len(prompts[1]) - 2 * PREFILL_CHUNK], steps
     assert text == fresh and abs(logprob - fresh_logprob) < 0.05, (text, fresh)
+    assert memo_after_release == [{}]  # (a long generation must not keep ended requests alive)

@@ -269,6 +269,8 @@ class Scheduler(KVPool, GenerationRuntime):
         if seq.sampler is not None:
             seq.sampler.close()
             seq.sampler = None
+        for other in seq.common:  # (both sides hold the pair: a long job must not keep ended ones alive)
+            other.common.pop(seq, None)
         seq.common.clear()
         if self._drafter is not None:
             self._drafter.forget(seq)
