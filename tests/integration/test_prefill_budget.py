@@ -5,13 +5,13 @@ every request still continues its own prompt."""
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import pytest
 
 from homeport.engines.base import GenerationRequest, SamplingParams
 from homeport.engines.llama_cpp.engine import PREFILL_CHUNK, LlamaCppConfig, LlamaCppEngine
+from support.engine_gate import admit_together
 
 
 @pytest.fixture(scope="module")
@@ -33,19 +33,12 @@ async def test_prompts_arriving_together_are_read_first_come_one_chunk_per_step(
         starts = [100, 300, 500, 700]
         prompts = [eng.tokenize(counting(s)) for s in starts]
         assert all(PREFILL_CHUNK // 2 < len(p) < PREFILL_CHUNK for p in prompts)  # two never fit one step
-        # The engine thread is held until all four are queued, so that one admission takes them all.
-        gate = threading.Event()
-        held = eng._scheduler.call_in_thread(gate.wait)
-
         async def run(tokens: list[int]) -> str:
             request = GenerationRequest(prompt_tokens=tokens, max_tokens=12, sampling=SamplingParams(temperature=0.0))
             return "".join([event.text async for event in eng.generate(request)])
 
         tasks = [asyncio.ensure_future(run(p)) for p in prompts]
-        while len(eng._scheduler._live) < len(prompts):
-            await asyncio.sleep(0.01)
-        gate.set()
-        await asyncio.wrap_future(held)
+        await admit_together(eng, tasks)
         texts = await asyncio.gather(*tasks)
     finally:
         await eng.close()

@@ -5,7 +5,6 @@ system prompt) read it once: the later ones wait while the first reads it, then 
 from __future__ import annotations
 
 import asyncio
-import threading
 from pathlib import Path
 
 import llama_cpp
@@ -13,6 +12,7 @@ import pytest
 
 from homeport.engines.base import GenerationRequest, SamplingParams
 from homeport.engines.llama_cpp.engine import PREFILL_CHUNK, LlamaCppConfig, LlamaCppEngine
+from support.engine_gate import admit_together
 
 OPENING = "A list of the numbers from one hundred on, one per line, with nothing else:\n" + "".join(
     f"{n}\n" for n in range(100, 165)
@@ -30,21 +30,11 @@ def model_path() -> Path:
     return Path(assemble())
 
 
-def _held_together(eng: LlamaCppEngine, prompts: list[list[int]]):
-    """Generations of `prompts`, all queued before the engine thread admits any (one admission
-    takes them all)."""
-    gate = threading.Event()
-    held = eng._scheduler.call_in_thread(gate.wait)
+async def _together(eng: LlamaCppEngine, prompts: list[list[int]]) -> list[tuple[str, int, float]]:
+    """Generations of `prompts`, all taken by one admission."""
     tasks = [asyncio.ensure_future(_generate(eng, p)) for p in prompts]
-
-    async def run():
-        while len(eng._scheduler._live) < len(prompts):
-            await asyncio.sleep(0.01)
-        gate.set()
-        await asyncio.wrap_future(held)
-        return await asyncio.gather(*tasks)
-
-    return run()
+    await admit_together(eng, tasks)
+    return await asyncio.gather(*tasks)
 
 
 async def _generate(eng: LlamaCppEngine, tokens: list[int], *, cache: bool = True) -> tuple[str, int, float]:
@@ -66,7 +56,7 @@ async def test_prompts_arriving_together_read_their_shared_opening_once(model_pa
                    ((1, 120), (2, 150), (3, 170))]
         shared = 2 * PREFILL_CHUNK  # the last piece boundary inside the opening
         assert all(shared < len(eng.tokenize(OPENING)) < len(p) < shared + PREFILL_CHUNK // 3 for p in prompts)
-        together = await _held_together(eng, prompts)
+        together = await _together(eng, prompts)
         # The first reads the opening alone, a chunk a step; then each reads only its own tail.
         assert steps[:3] == [PREFILL_CHUNK, PREFILL_CHUNK, sum(len(p) - shared for p in prompts)], steps
         assert [cached for _, cached, _ in together] == [0, shared, shared]
@@ -93,7 +83,7 @@ async def test_chats_arriving_together_read_their_system_turn_once():
                                 "<|im_start|>assistant\n")
                    for q in ("Is berth two free?", "When is high tide?", "Who runs the office?")]
         system_end = prompts[0].index(eng.tokenize("<|im_end|>", add_special=False)[0])
-        together = await _held_together(eng, prompts)
+        together = await _together(eng, prompts)
         await asyncio.wrap_future(eng._scheduler.call_in_thread(eng._scheduler.clear_cache))
         alone = [await _generate(eng, p, cache=False) for p in prompts]
     finally:
@@ -131,14 +121,9 @@ async def test_a_request_waiting_on_one_cancelled_mid_read_reads_its_prompt_itse
     try:
         prompts = [eng.tokenize(OPENING + f"Question {q}: which number comes after {n}?") for q, n in
                    ((1, 120), (2, 150))]
-        gate = threading.Event()
-        held = eng._scheduler.call_in_thread(gate.wait)
         first.append(asyncio.ensure_future(_generate(eng, prompts[0])))
         second = asyncio.ensure_future(_generate(eng, prompts[1]))
-        while len(eng._scheduler._live) < 2:
-            await asyncio.sleep(0.01)
-        gate.set()
-        await asyncio.wrap_future(held)
+        await admit_together(eng, [first[0], second])
         text, _, logprob = await asyncio.wait_for(second, 120)
         with pytest.raises(asyncio.CancelledError):
             await first[0]
