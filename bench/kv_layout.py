@@ -1,11 +1,14 @@
 """Raw llama.cpp decode steps, unified KV cache against one stream per sequence (issue 16).
 
-    .venv/bin/python bench/kv_layout.py [--sequences 8] [--prompt 40] [--steps 96] [--rounds 3]
+    .venv/bin/python bench/kv_layout.py [--sequences 8] [--prompt 40] [--steps 96] [--rounds 3] [--idle 0]
 
 No server: the packaged models through llama-cpp-python's low-level API, the same context shape as
 `homeport serve` and llama-server `-np 8 -c 8192` (8 sequences, 1,024 cells each, or 8,192 shared).
 Each sequence reads a prompt, then every step decodes one token of each; the layouts alternate
 within each round so a busy spell of the machine hits both alike. Prints ms per step (best round).
+Also measured: separate streams with each step's rows in a random sequence order (llama.cpp then
+splits the step into one compute pass per run of consecutive sequence ids), and with `--idle N`
+the unified cache while the other sequences (up to 8) hold N idle cells (a cached prefix).
 """
 
 from __future__ import annotations
@@ -19,11 +22,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_server import packaged_models
 
 STEP = r"""
-import sys, time
+import random, sys, time
 import llama_cpp
 from llama_cpp._utils import suppress_stdout_stderr
 
-path, unified, nseq, prompt, steps, threads = sys.argv[1], sys.argv[2] == "1", *map(int, sys.argv[3:7])
+path, unified = sys.argv[1], sys.argv[2] == "1"
+nseq, prompt, steps, threads, idle, shuffled = map(int, sys.argv[3:9])
 llama_cpp.llama_backend_init()
 with suppress_stdout_stderr(disable=False):
     model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
@@ -40,24 +44,34 @@ def put(i, token, pos, seq):
     batch.token[i], batch.pos[i], batch.n_seq_id[i], batch.logits[i] = token, pos, 1, True
     batch.seq_id[i][0] = seq
 
+def read(seq, n):
+    for first in range(0, n, 512):
+        for pos in range(first, min(n, first + 512)):
+            put(pos - first, 100 + (pos * 7 + seq) % 1000, pos, seq)
+        batch.n_tokens = min(n, first + 512) - first
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+
+idlers = range(nseq, 8)
+for seq in idlers:
+    read(seq, idle // len(idlers))
 for seq in range(nseq):
-    for pos in range(prompt):
-        put(pos, 100 + (pos * 7 + seq) % 1000, pos, seq)
-    batch.n_tokens = prompt
-    assert llama_cpp.llama_decode(ctx, batch) == 0
+    read(seq, prompt)
+order = list(range(nseq))
 start = time.perf_counter()
 for step in range(steps):
-    for seq in range(nseq):
-        put(seq, 200 + (step + seq) % 500, prompt + step, seq)
+    if shuffled:
+        random.shuffle(order)
+    for i, seq in enumerate(order):
+        put(i, 200 + (step + seq) % 500, prompt + step, seq)
     batch.n_tokens = nseq
     assert llama_cpp.llama_decode(ctx, batch) == 0
 print((time.perf_counter() - start) / steps * 1000)
 """
 
 
-def step_ms(path: str, unified: bool, args: argparse.Namespace) -> float:
-    command = [sys.executable, "-c", STEP, path, "1" if unified else "0",
-               str(args.sequences), str(args.prompt), str(args.steps), str(args.threads)]
+def step_ms(path: str, unified: bool, args: argparse.Namespace, *, idle: int = 0, shuffled: bool = False) -> float:
+    command = [sys.executable, "-c", STEP, path, "1" if unified else "0", str(args.sequences), str(args.prompt),
+               str(args.steps), str(args.threads), str(idle), str(int(shuffled))]
     return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
@@ -68,16 +82,25 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=96)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--idle", type=int, default=0, help="cells held by the sequences that do not decode")
     args = parser.parse_args()
-    print(f"| model | unified ms/step | one stream each ms/step | ratio | ({args.sequences} sequences, "
-          f"{args.prompt}-token prompts, {args.steps} steps, best of {args.rounds}) |")
-    print("|---|---|---|---|---|")
+    if args.idle and args.sequences >= 8:
+        parser.error("--idle needs --sequences below 8 (the others hold the idle cells)")
+    idle = f" | unified, {args.idle} idle cells" if args.idle else ""
+    print(f"| model | unified ms/step | one stream each | ratio | one stream each, rows out of order{idle} | "
+          f"({args.sequences} sequences, {args.prompt}-token prompts, {args.steps} steps, best of {args.rounds}) |")
+    print("|---|---|---|---|---|" + ("---|" if idle else ""))
     for model in packaged_models():
-        unified, split = [], []
+        unified, split, shuffled, with_idle = [], [], [], []
         for _ in range(args.rounds):
             unified.append(step_ms(model.path, True, args))
             split.append(step_ms(model.path, False, args))
-        print(f"| {model.label} | {min(unified):.1f} | {min(split):.1f} | {min(unified) / min(split):.2f} | |")
+            shuffled.append(step_ms(model.path, False, args, shuffled=True))
+            if args.idle:
+                with_idle.append(step_ms(model.path, True, args, idle=args.idle))
+        extra = f" | {min(with_idle):.1f} ({min(with_idle) / min(unified):.2f}x)" if idle else ""
+        print(f"| {model.label} | {min(unified):.1f} | {min(split):.1f} | {min(unified) / min(split):.2f} | "
+              f"{min(shuffled):.1f} ({min(shuffled) / min(split):.2f}x){extra} | |")
 
 
 if __name__ == "__main__":

@@ -137,6 +137,8 @@ class GenerationStats:
     draft_accepted: int = 0
     last_cancelled_tokens: int | None = None  # tokens the most recently cancelled generation produced
     paused: int = 0  # times a running generation gave up its KV cells to the others (it then resumed)
+    caches_stored: int = 0  # idle slots' cached prefixes moved out of the KV cache to host memory
+    caches_restored: int = 0  # of those, put back for a request that reused them
     queued: int = 0  # generations submitted and still waiting for a slot (`queue_depth()`)
 
 

@@ -186,7 +186,7 @@ def test_stats_are_frozen_and_served_in_their_field_order():
         stats.active = 0  # type: ignore[misc]
     assert list(dataclasses.asdict(stats)) == [
         "active", "completed", "cancelled", "failed", "tokens_generated", "draft_tokens", "draft_accepted",
-        "last_cancelled_tokens", "paused", "queued",
+        "last_cancelled_tokens", "paused", "caches_stored", "caches_restored", "queued",
     ]
 
 

@@ -63,6 +63,11 @@ LOAD_ARGS: tuple[LoadArg, ...] = (
             default=0, setting="kv_size",
             flag=Flag(("--kv-size",), "KV cache cells shared by the sequences (default 0: one context, "
                       "as llama-server's -c; ctx-size x parallel: every request its full context at once)", "N")),
+    LoadArg("cache_ram", int, "host memory (MiB) for idle slots' cached prefixes, moved out of the unified KV "
+            "cache when a request starts (there they would slow every decoded token); 0 = they stay in it",
+            default=1024, setting="cache_ram",
+            flag=Flag(("--cache-ram",), "MiB of host memory for idle slots' prompt caches, moved out of the KV "
+                      "cache when a request starts (default 1024; 0: they stay in it)", "N")),
     LoadArg("spec_type", str, "speculative decoding: none, draft (with model_draft) or ngram (prompt lookup)",
             choices=tuple(SPEC_TYPES), setting="spec_type",
             flag=Flag(("--spec-type",), "speculative decoding: a draft model, or ngram (prompt lookup, no second "
@@ -129,6 +134,7 @@ def load(entry: ModelEntry, settings: Settings, args: dict[str, Any]) -> LlamaCp
         use_mlock=arg("mlock"),
         kv_unified=arg("kv_unified"),
         kv_size=arg("kv_size"),
+        cache_ram=arg("cache_ram"),
         speculative=speculative,
         mmproj=side_file(arg("mmproj"), settings, "vision projector"),
         split_mode=arg("split_mode"),

@@ -59,6 +59,7 @@ class LlamaCppConfig:
     use_mlock: bool = False
     kv_unified: bool = True  # one KV cache shared by all sequences, or one stream each
     kv_size: int = 0  # the unified cache's cells; 0: one context's worth
+    cache_ram: int = 1024  # MiB of host memory for idle slots' caches out of the unified cache (0: none)
     speculative: SpeculativeConfig | None = None
     mmproj: Path | None = None  # a vision projector: the model then takes images
     split_mode: str = "layer"  # none | layer | row: how layers spread over several GPUs
@@ -124,6 +125,7 @@ class LlamaCppEngine(RuntimeEngine):
             draft_max=config.speculative.draft_max if config.speculative else 0,
             draft_min=config.speculative.draft_min if config.speculative else 0,
             kv_cells=llama_cpp.llama_n_ctx(ctx.ctx) if config.kv_unified else None,
+            store_bytes=config.cache_ram << 20,
             # On a CPU (its prompt cost linear in tokens: docs/benchmarks.md) one chunk's worth per
             # step; a GPU reads a whole batch for little more than a chunk, so it takes the batch.
             prefill_budget=n_batch if config.n_gpu_layers else PREFILL_CHUNK,

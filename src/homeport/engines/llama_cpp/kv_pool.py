@@ -9,6 +9,14 @@ then the newest request is paused: its cells are given up, and when there is roo
 re-reads its prompt and what it had generated, and goes on (vLLM's preemption by recomputation).
 Its client only sees a delay.
 
+Idle caches in host memory: every decode step's attention scans all the cells in use up to the
+highest one, masked or not, so in the unified cache another conversation's cached prefix slows
+every running request (SmolLM2 on a CPU: +10-16 % per token with 1,000 idle cells, +25 % with
+4,000; docs/benchmarks.md). When a request is admitted, the idle slots' cells are copied out
+(`llama_state_seq_get_data`, up to `store_bytes` in all, least recently used dropped first) and
+freed; a request that reuses them gets them back by a copy (`_restore`), not a re-read, placed
+in order in the lowest free cells.
+
 `KVPool` is mixed into `scheduler.Scheduler` and works on its slots (`_slots`, `_free`), its cache
 (`_memory`, `_cells`: None for separate streams, where none of this applies) and its sharing rules
 (`_may_share`, `_unstarted`, `_chunk`).
@@ -16,6 +24,7 @@ Its client only sees a delay.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 from typing import TYPE_CHECKING
 
@@ -24,6 +33,7 @@ import llama_cpp
 from homeport.engines.llama_cpp.prefix import held_cells
 
 if TYPE_CHECKING:
+    from homeport.engines.llama_cpp.prefix import Slot
     from homeport.engines.llama_cpp.scheduler import Job
 
 log = logging.getLogger(__name__)
@@ -61,7 +71,7 @@ class KVPool:
         for slot in sorted(self._free, key=lambda s: s.last_used):
             if free >= need:
                 break
-            if slot.tokens:
+            if slot.runs:  # (a stored slot holds no cells)
                 llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
                 slot.clear()
                 free = self._free_cells()
@@ -105,3 +115,55 @@ class KVPool:
                 if self._free_cells() >= cells:
                     return True
         return False
+
+    def _store_idle(self, chosen: Slot, source: Slot) -> None:
+        """At a request's admission, moves the cells of the idle slots and of its `chosen` slot
+        out of the cache (cells a running slot shares stay in it for that one; a slot holding only
+        such cells stays as it is; the stored copy of `source`, which the request reuses, is kept).
+        What the request then takes back (`_restore`) and its prompt go to the lowest freed cells,
+        in the order of their positions: the attention sums a sequence's cells in cache order, so
+        this keeps a cache hit's output that of a fresh run."""
+        if self._cells is None or not self._store_bytes:
+            return
+        running_slots = [s for s in self._slots if s not in self._free and s is not chosen]
+        base = held_cells(running_slots)
+        for slot in [*self._free, chosen]:
+            if not slot.runs or held_cells([*running_slots, slot]) == base:
+                continue
+            size = llama_cpp.llama_state_seq_get_size(self._ctx.ctx, slot.seq_id)
+            if not self._fit_store(size, source):
+                continue  # it stays in the cache (and is evicted first when the pool runs dry)
+            data = (ctypes.c_uint8 * size)()
+            if llama_cpp.llama_state_seq_get_data(self._ctx.ctx, data, size, slot.seq_id) != size:
+                continue
+            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.store(data, pos_min)
+            self.counters.caches_stored += 1
+
+    def _fit_store(self, size: int, keep: Slot) -> bool:
+        """Drops stored caches but `keep`'s, least recently used first, until `size` more bytes
+        fit; whether they do."""
+        if size > self._store_bytes:
+            return False
+        stored = sorted((s for s in self._slots if s.stored is not None and s is not keep), key=lambda s: s.last_used)
+        total = sum(len(s.stored) for s in self._slots if s.stored is not None)
+        for slot in stored:
+            if total + size <= self._store_bytes:
+                break
+            total -= len(slot.stored)
+            slot.clear()
+        return total + size <= self._store_bytes
+
+    def _restore(self, slot: Slot, source: Slot, reuse: int) -> int:
+        """Puts `source`'s stored cells back into the cache as `slot`'s and keeps the first `reuse`
+        of them; how many it kept (0: they did not fit, and the prompt is read afresh)."""
+        data, tokens = source.stored, source.tokens[:reuse]
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+        slot.clear()  # (source's copy too, when it is this slot: its cells are live again)
+        if not reuse or not llama_cpp.llama_state_seq_set_data(self._ctx.ctx, data, len(data), slot.seq_id):
+            return 0
+        llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
+        slot.extend(tokens)
+        self.counters.caches_restored += 1
+        return reuse

@@ -7,6 +7,7 @@ import bisect
 import itertools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,13 +22,17 @@ class Slot:
     """A sequence of the KV cache: the tokens its cells hold, in order, and which cells those are.
     Cells taken from another slot (`take`: llama_memory_seq_cp) are the same cells there, so
     `held_cells` counts them once. `runs`: [block, length] pairs in order, a block being cells one
-    slot wrote one after another; a run always covers its block from the block's start."""
+    slot wrote one after another; a run always covers its block from the block's start.
+    A slot may be `stored`: its cells' contents copied to host memory and the cells freed, its
+    tokens kept for matching; it then holds no runs."""
 
     seq_id: int
     tokens: list[int] = field(default_factory=list)
     last_used: int = 0
     runs: list[list[int]] = field(default_factory=list)
     writing: int | None = None  # the block the next tokens extend (None: a new one)
+    stored: Any = None  # llama_state_seq_get_data's bytes of its cells, when they left the cache
+    stored_pos_min: int = -1  # the lowest position those cells held (a sliding-window cache drops old ones)
 
     def extend(self, tokens: Sequence[int]) -> None:
         self.tokens.extend(tokens)
@@ -39,7 +44,8 @@ class Slot:
     def truncate(self, n: int, *, exclusive: bool = False) -> None:
         """Keeps the first `n` tokens. `exclusive`: no other slot holds the block being written,
         so new tokens may go on extending it (else cells another slot still holds past `n` would
-        be counted as the new ones)."""
+        be counted as the new ones). A stored copy is dropped."""
+        self.stored = None
         del self.tokens[n:]
         kept, total = [], 0
         for block, length in self.runs:
@@ -59,6 +65,11 @@ class Slot:
 
     def clear(self) -> None:
         self.truncate(0)
+
+    def store(self, data: Any, pos_min: int) -> None:
+        """Its cells' contents are now `data`, outside the cache, which holds none of them."""
+        self.runs, self.writing = [], None
+        self.stored, self.stored_pos_min = data, pos_min
 
     def holds(self, block: int) -> bool:
         return any(run[0] == block for run in self.runs)

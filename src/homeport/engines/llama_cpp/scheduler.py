@@ -112,6 +112,7 @@ class Scheduler(KVPool, GenerationRuntime):
         model_id: str = "",
         kv_cells: int | None = None,
         prefill_budget: int | None = None,
+        store_bytes: int = 0,
     ) -> None:
         super().__init__(name, parallel=n_slots, context_length=context_length, eog=eog, piece=piece,
                          top_entries=top_entries, model_id=model_id)
@@ -136,6 +137,7 @@ class Scheduler(KVPool, GenerationRuntime):
         self._clock = itertools.count(1)
         # The unified cache's cells (None: each sequence has a stream of context_length of its own).
         self._cells = kv_cells
+        self._store_bytes = store_bytes  # host memory for idle slots' cells (kv_pool; 0: they stay)
 
     @property
     def max_image_tokens(self) -> int:
@@ -180,7 +182,15 @@ class Scheduler(KVPool, GenerationRuntime):
         else:
             reuse, source = max(((self._reusable(seq, s, shared[id(s)]), s) for s in self._sources(slot)),
                                 key=lambda r: (r[0], r[1] is slot))
-        if source is slot:
+        if source is not slot or not reuse:  # nothing of the slot's own cache is kept
+            llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, -1, -1)
+            slot.clear()
+        # The idle caches (and what this slot keeps) leave the cache first, so that what comes
+        # back and the new prompt go to the freed cells in order (kv_pool).
+        self._store_idle(slot, source)
+        if source.stored is not None:
+            seq.prefilled = seq.cached = self._restore(slot, source, reuse)
+        elif source is slot:
             llama_cpp.llama_memory_seq_rm(self._memory, slot.seq_id, reuse, -1)
             slot.truncate(reuse)
             seq.prefilled = seq.cached = reuse
@@ -245,7 +255,8 @@ class Scheduler(KVPool, GenerationRuntime):
         if reuse and self._n_swa and slot is not None:
             # A window-sized SWA cache (--no-swa-full) may have overwritten the cells the window
             # before `reuse` needs; then the prompt is read afresh (as llama-server does).
-            pos_min = llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id)
+            pos_min = (slot.stored_pos_min if slot.stored is not None
+                       else llama_cpp.llama_memory_seq_pos_min(self._memory, slot.seq_id))
             if pos_min > max(0, reuse - self._n_swa):
                 reuse = 0
         return reuse
@@ -276,11 +287,12 @@ class Scheduler(KVPool, GenerationRuntime):
             self._drafter.forget(seq)
 
     def step(self, running: list[Job]) -> None:
-        n = 0
         prefill = 0  # prompt tokens in this step; decode tokens come on top (one per sequence, plus drafts)
-        # (job, its batch rows to sample in turn, the drafts those rows check)
-        sample_at: list[tuple[Job, list[int], list[int]]] = []
-        prompt_rows: list[tuple[Job, int, int]] = []  # (job, first prompt position, first batch row)
+        # What each sequence puts in the batch: (job, tokens, first position, which of them want logits).
+        plan: list[tuple[Job, Sequence[int], int, Callable[[int], bool]]] = []
+        decoded: list[tuple[Job, int, list[int]]] = []  # (job, its tokens in the batch, the drafts among them)
+        # (job, first prompt position, tokens, sample after its last, logits for all of them)
+        read: list[tuple[Job, int, int, bool, bool]] = []
         self._borrow_prefilled(running)
         # Images first: each is its own decode call, which would wipe the logits of the batch.
         for seq in [s for s in running if not s.decoding and s.request.media is not None]:
@@ -295,15 +307,10 @@ class Scheduler(KVPool, GenerationRuntime):
         self._room_to_decode(running, drafts)
         for seq in running:
             if seq.decoding:
-                slot = seq.slot
-                guesses = drafts.get(seq, [])
-                rows = []
-                for token in (seq.pending_token, *guesses):
-                    batch_add(self._batch, n, token, len(slot.tokens) + len(rows), slot.seq_id, True)
-                    rows.append(n)
-                    n += 1
-                slot.extend((seq.pending_token, *guesses))
-                sample_at.append((seq, rows, guesses))
+                tokens = (seq.pending_token, *drafts.get(seq, []))
+                plan.append((seq, tokens, len(seq.slot.tokens), _every_row))
+                seq.slot.extend(tokens)
+                decoded.append((seq, len(tokens), drafts.get(seq, [])))
         reading = [seq for seq in running if not seq.decoding]
         for seq in reading:
             prompt = seq.feed()
@@ -320,19 +327,29 @@ class Scheduler(KVPool, GenerationRuntime):
                 continue  # it waits for cells
             prefill += end - start
             resumed = bool(seq.resume)  # its first token was sampled before the pause: no logits here
-            all_logits = seq.request.prompt_logprobs and not resumed
-            if all_logits:
-                prompt_rows.append((seq, start, n))
-            for pos in range(start, end):
-                batch_add(self._batch, n, prompt[pos], pos, seq.slot.seq_id,
-                          all_logits or (pos == len(prompt) - 1 and not resumed))
-                n += 1
+            all_logits = bool(seq.request.prompt_logprobs) and not resumed
+            last = len(prompt) - 1 - start
+            plan.append((seq, prompt[start:end], start,
+                         _every_row if all_logits else (lambda i, last=last, r=resumed: i == last and not r)))
             seq.slot.extend(prompt[start:end])
             seq.prefilled = end
+            read.append((seq, start, end - start, seq.decoding and not resumed, all_logits))
             if seq.decoding:
                 seq.paused = False
-                if not resumed:
-                    sample_at.append((seq, [n - 1], []))
+        # Rows in sequence order: separate KV streams (--no-kv-unified) decode in one pass only the
+        # sequences whose ids follow each other in the batch; out of order, a step would be many passes.
+        first_row: dict[Job, int] = {}
+        n = 0
+        for seq, tokens, position, wants_logits in sorted(plan, key=lambda p: p[0].slot.seq_id):
+            first_row[seq] = n
+            for i, token in enumerate(tokens):
+                batch_add(self._batch, n, token, position + i, seq.slot.seq_id, wants_logits(i))
+                n += 1
+        # (job, its batch rows to sample in turn, the drafts those rows check)
+        sample_at = [(seq, list(range(first_row[seq], first_row[seq] + count)), guesses)
+                     for seq, count, guesses in decoded]
+        sample_at += [(seq, [first_row[seq] + count - 1], []) for seq, _, count, sample, _ in read if sample]
+        prompt_rows = [(seq, start, first_row[seq]) for seq, start, _, _, every in read if every]
         if n == 0:
             return
         self._batch.n_tokens = n
@@ -421,6 +438,10 @@ class Scheduler(KVPool, GenerationRuntime):
 
     def _logprobs(self, row: int) -> np.ndarray:
         return log_softmax(logits_row(self._ctx, row, self._n_vocab).astype(np.float64))
+
+
+def _every_row(_: int) -> bool:
+    return True
 
 
 def _segments(seq: Job) -> tuple:

@@ -47,6 +47,8 @@ class GenerationCounters:
     draft_accepted: int = 0
     last_cancelled_tokens: int | None = None
     paused: int = 0  # set by an engine that pauses generations when its KV cache is full
+    caches_stored: int = 0  # set by an engine that moves idle caches to host memory
+    caches_restored: int = 0
 
     def ended(self, outcome: Outcome, produced: int = 0) -> None:
         """A generation ended (`active` is the caller's to lower, if it was running)."""
