@@ -1,4 +1,4 @@
-"""Idle slots' cached prefixes leave the unified KV cache for host memory while other requests run
+"""Idle slots' cached prefixes leave the unified KV cache for host memory when a request starts
 (the attention of every decode step scans all the cells in use: docs/benchmarks.md), and come back
 by a copy when a request reuses them: the same answer as a fresh run, within a memory budget."""
 
@@ -25,16 +25,21 @@ async def _generate(eng: LlamaCppEngine, tokens: list[int], n: int = 8, cache: b
     return "".join(e.text for e in events), events[0].cached_tokens
 
 
+async def _engine(**config) -> LlamaCppEngine:
+    """The default model (SmolLM2) with a 1,024-token context, started."""
+    from homeport.registry.library import packaged_models
+
+    eng = LlamaCppEngine.load(LlamaCppConfig(path=packaged_models()[0].path, model_id="m", ctx_size=1024, **config))
+    await eng.start()
+    return eng
+
+
 def _in_thread(eng: LlamaCppEngine, fn):
     return asyncio.wrap_future(eng._scheduler.call_in_thread(fn))
 
 
-async def test_an_idle_cache_leaves_the_kv_while_another_runs_and_comes_back_for_its_conversation():
-    from homeport.registry.library import packaged_models
-
-    eng = LlamaCppEngine.load(LlamaCppConfig(path=packaged_models()[0].path, model_id="m", ctx_size=1024,
-                                             parallel=2))
-    await eng.start()
+async def test_an_idle_cache_leaves_the_kv_when_another_starts_and_comes_back_for_its_conversation():
+    eng = await _engine(parallel=2)
     scheduler = eng._scheduler
     try:
         first = eng.tokenize(LETTER + "Which ferry left on day 3?")
@@ -56,12 +61,8 @@ async def test_an_idle_cache_leaves_the_kv_while_another_runs_and_comes_back_for
 
 
 async def test_the_store_keeps_within_its_budget_dropping_the_least_recently_used():
-    from homeport.registry.library import packaged_models
-
     # SmolLM2's cells take 23,040 bytes each: 3 MiB hold one 120-token prompt's, not two.
-    eng = LlamaCppEngine.load(LlamaCppConfig(path=packaged_models()[0].path, model_id="m", ctx_size=1024,
-                                             parallel=3, cache_ram=3))
-    await eng.start()
+    eng = await _engine(parallel=3, cache_ram=3)
     scheduler = eng._scheduler
     try:
         letters = [eng.tokenize(f"Letter {k}.\n" + LETTER[:300]) for k in (1, 2)]
@@ -69,7 +70,7 @@ async def test_the_store_keeps_within_its_budget_dropping_the_least_recently_use
         for tokens in letters:
             await _generate(eng, tokens + eng.tokenize(" Reply:", add_special=False))
         await _generate(eng, eng.tokenize("A short note about the weather:"), n=16)
-        # The first letter's cache was stored while the second ran; the second's then pushed it out.
+        # The first letter's cache was stored when the second started; the second's then pushed it out.
         assert scheduler.counters.caches_stored == 2
         stored = [s for s in scheduler._slots if s.stored is not None]
         assert len(stored) == 1 and stored[0].tokens[:len(letters[1])] == letters[1]
@@ -79,11 +80,7 @@ async def test_the_store_keeps_within_its_budget_dropping_the_least_recently_use
 
 
 async def test_with_no_budget_idle_caches_stay_in_the_kv():
-    from homeport.registry.library import packaged_models
-
-    eng = LlamaCppEngine.load(LlamaCppConfig(path=packaged_models()[0].path, model_id="m", ctx_size=1024,
-                                             parallel=2, cache_ram=0))
-    await eng.start()
+    eng = await _engine(parallel=2, cache_ram=0)
     scheduler = eng._scheduler
     try:
         first = eng.tokenize(LETTER + "Which ferry left on day 3?")

@@ -43,3 +43,15 @@ def test_taking_from_a_slot_that_itself_borrowed_shares_the_first_slots_cells():
     a.clear()
     b.clear()
     assert held_cells([a, b, c]) == 100
+
+
+def test_a_stored_slot_holds_no_cells_but_keeps_its_tokens_until_cut():
+    a, b = Slot(0), Slot(1)
+    a.extend(range(100))
+    b.take(a, 40)
+    a.store(b"cells", pos_min=0)  # its cells copied out and removed from the cache
+    assert a.tokens == list(range(100)) and not a.runs and held_cells([a, b]) == 40
+    a.extend([5])  # (a restore writes new cells: a new block)
+    assert held_cells([a, b]) == 41
+    a.truncate(0)
+    assert a.stored is None and not a.tokens
