@@ -12,7 +12,8 @@ Its client only sees a delay.
 Idle caches in host memory: every decode step's attention scans all the cells in use up to the
 highest one, masked or not, so in the unified cache another conversation's cached prefix slows
 every running request (SmolLM2 on a CPU: +10-16 % per token with 1,000 idle cells, +25 % with
-4,000; docs/benchmarks.md). When a request is admitted, the idle slots' cells are copied out
+4,000; docs/benchmarks.md). When a request is admitted, the idle slots' cells (and what its own
+slot keeps for it) are copied out
 (`llama_state_seq_get_data`, up to `store_bytes` in all, least recently used dropped first) and
 freed; a request that reuses them gets them back by a copy (`_restore`), not a re-read, placed
 in order in the lowest free cells.

@@ -307,10 +307,11 @@ class Scheduler(KVPool, GenerationRuntime):
         self._room_to_decode(running, drafts)
         for seq in running:
             if seq.decoding:
-                tokens = (seq.pending_token, *drafts.get(seq, []))
+                guesses = drafts.get(seq, [])
+                tokens = (seq.pending_token, *guesses)
                 plan.append((seq, tokens, len(seq.slot.tokens), _every_row))
                 seq.slot.extend(tokens)
-                decoded.append((seq, len(tokens), drafts.get(seq, [])))
+                decoded.append((seq, len(tokens), guesses))
         reading = [seq for seq in running if not seq.decoding]
         for seq in reading:
             prompt = seq.feed()
