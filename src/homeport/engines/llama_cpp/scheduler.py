@@ -337,11 +337,16 @@ class Scheduler(KVPool, GenerationRuntime):
             read.append((seq, start, end - start, seq.decoding and not resumed, all_logits))
             if seq.decoding:
                 seq.paused = False
-        # Rows in sequence order: separate KV streams (--no-kv-unified) decode in one pass only the
-        # sequences whose ids follow each other in the batch; out of order, a step would be many passes.
+        # Rows in sequence order for separate KV streams (--no-kv-unified): they decode in one pass
+        # only the sequences whose ids follow each other in the batch; out of order, a step would be
+        # many passes. The unified cache keeps admission order: a row's place in the batch changes
+        # its bits (the CPU's matrix kernels take rows in groups), so a request's rows must not
+        # depend on which slots earlier requests left free, or a seeded request is not reproducible.
+        if self._cells is None:
+            plan.sort(key=lambda p: p[0].slot.seq_id)
         first_row: dict[Job, int] = {}
         n = 0
-        for seq, tokens, position, wants_logits in sorted(plan, key=lambda p: p[0].slot.seq_id):
+        for seq, tokens, position, wants_logits in plan:
             first_row[seq] = n
             for i, token in enumerate(tokens):
                 batch_add(self._batch, n, token, position + i, seq.slot.seq_id, wants_logits(i))
