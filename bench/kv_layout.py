@@ -1,6 +1,7 @@
 """Raw llama.cpp decode steps, unified KV cache against one stream per sequence (issue 16).
 
     .venv/bin/python bench/kv_layout.py [--sequences 8] [--prompt 40] [--steps 96] [--rounds 3] [--idle 0]
+        [--flash-attn auto|on|off]
 
 No server: the packaged models through llama-cpp-python's low-level API, the same context shape as
 `homeport serve` and llama-server `-np 8 -c 8192` (8 sequences, 1,024 cells each, or 8,192 shared).
@@ -27,7 +28,7 @@ import llama_cpp
 from llama_cpp._utils import suppress_stdout_stderr
 
 path, unified = sys.argv[1], sys.argv[2] == "1"
-nseq, prompt, steps, threads, idle, shuffled = map(int, sys.argv[3:9])
+nseq, prompt, steps, threads, idle, shuffled, flash = map(int, sys.argv[3:10])
 llama_cpp.llama_backend_init()
 with suppress_stdout_stderr(disable=False):
     model = llama_cpp.llama_model_load_from_file(path.encode(), llama_cpp.llama_model_default_params())
@@ -36,6 +37,7 @@ params.n_ctx, params.n_seq_max, params.kv_unified = 1024 * 8, 8, unified
 params.n_batch = params.n_ubatch = 512
 params.n_threads = params.n_threads_batch = threads
 params.no_perf = True
+params.flash_attn_type = flash  # -1 auto (llama.cpp's default: on for the CPU), 0 off, 1 on
 with suppress_stdout_stderr(disable=False):
     ctx = llama_cpp.llama_init_from_model(model, params)
 batch = llama_cpp.llama_batch_init(512, 0, 1)
@@ -69,9 +71,12 @@ print((time.perf_counter() - start) / steps * 1000)
 """
 
 
+FLASH = {"auto": -1, "off": 0, "on": 1}
+
+
 def step_ms(path: str, unified: bool, args: argparse.Namespace, *, idle: int = 0, shuffled: bool = False) -> float:
     command = [sys.executable, "-c", STEP, path, "1" if unified else "0", str(args.sequences), str(args.prompt),
-               str(args.steps), str(args.threads), str(idle), str(int(shuffled))]
+               str(args.steps), str(args.threads), str(idle), str(int(shuffled)), str(FLASH[args.flash_attn])]
     return float(subprocess.run(command, capture_output=True, text=True, check=True).stdout.split()[-1])
 
 
@@ -83,12 +88,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--idle", type=int, default=0, help="cells held by the sequences that do not decode")
+    parser.add_argument("--flash-attn", choices=FLASH, default="auto")
     args = parser.parse_args()
     if args.idle and args.sequences >= 8:
         parser.error("--idle needs --sequences below 8 (the others hold the idle cells)")
     idle = f" | unified, {args.idle} idle cells" if args.idle else ""
     print(f"| model | unified ms/step | one stream each | ratio | one stream each, rows out of order{idle} | "
-          f"({args.sequences} sequences, {args.prompt}-token prompts, {args.steps} steps, best of {args.rounds}) |")
+          f"({args.sequences} sequences, {args.prompt}-token prompts, {args.steps} steps, best of {args.rounds}, "
+          f"flash attention {args.flash_attn}) |")
     print("|---|---|---|---|---|" + ("---|" if idle else ""))
     for model in packaged_models():
         unified, split, shuffled, with_idle = [], [], [], []
