@@ -12,37 +12,24 @@ they stay where they are. The two alternate, one server at a time. Prints; write
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from llama_server import CACHE, packaged_models
-from serving import free_port, wait_ready
+from serving import chat_ttft, free_port, wait_ready
 
 FOLLOW_UPS = 5
 
 
 def turn(base: str, messages: list[dict]) -> tuple[float, str]:
     """(ms to the first token, the reply) of one streamed 24-token greedy chat turn."""
-    payload = {"messages": messages, "max_tokens": 24, "temperature": 0, "stream": True}
-    start = time.perf_counter()
-    first, text = None, ""
-    with httpx.Client(timeout=900) as http, http.stream("POST", f"{base}/v1/chat/completions", json=payload) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: {"):
-                continue
-            choices = json.loads(line[6:])["choices"]
-            if choices and choices[0]["delta"].get("content"):
-                first = first or time.perf_counter()
-                text += choices[0]["delta"]["content"]
-    return ((first or time.perf_counter()) - start) * 1000, text
+    seconds, reply = chat_ttft(base, messages, max_tokens=24)
+    return seconds * 1000, reply
 
 
 def trial(model_name: str, entries: int, extra: list[str]) -> dict:

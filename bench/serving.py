@@ -88,8 +88,8 @@ def stream_completion(base: str, prompt: str, max_tokens: int = STREAM_TOKENS) -
     return StreamResult(ttft=(first or start) - start, tokens=tokens, decode_seconds=(last or start) - (first or start))
 
 
-def chat_ttft(base: str, messages: list[dict]) -> tuple[float, str]:
-    payload = {"messages": messages, "max_tokens": 16, "temperature": 0, "stream": True}
+def chat_ttft(base: str, messages: list[dict], max_tokens: int = 16) -> tuple[float, str]:
+    payload = {"messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True}
     start = time.perf_counter()
     ttft, text = None, ""
     with httpx.Client(timeout=600) as http, http.stream("POST", f"{base}/v1/chat/completions", json=payload) as response:
